@@ -1,0 +1,6 @@
+//! Data: the project store, dataset formats (import/export), robust image decoding, the procedural demo
+//! data, and the loader that feeds the trainer.
+pub mod decode;
+pub mod project;
+
+pub use project::{BBox, ClassInfo, ImageEntry, ImageSource, Project, Split, Task};

@@ -1,0 +1,1 @@
+//! Metric computations, unit-tested against hand-computed cases.

@@ -1,0 +1,204 @@
+//! The training worker: a background thread driven by crossbeam-channel messages.
+//! Both the CLI and the GUI use exactly this API: send [`Command`]s, receive [`Event`]s. The caller never blocks
+//! on training; a panic or NaN inside the worker arrives as [`Event::Error`] and the caller carries on.
+//!
+//! PUBLIC API CONTRACT (the UI is written against it): types and `start_training` may gain fields/variants,
+//! but existing ones keep their names and meaning.
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::{Deserialize, Serialize};
+
+use crate::data::project::{BBox, Project, Task};
+
+/// Which objective a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Generative pretraining: predict the next patch's normalised pixels (labels ignored).
+    Pretrain,
+    Classify,
+    Detect,
+}
+
+impl From<Task> for Objective {
+    fn from(t: Task) -> Self {
+        match t {
+            Task::Classify => Objective::Classify,
+            Task::Detect => Objective::Detect,
+        }
+    }
+}
+
+/// Everything a training run needs. `Default` gives the settings a new user gets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub objective: Objective,
+    /// Model size preset: "tiny", "small", "base".
+    pub preset: String,
+    /// Square model input size in pixels (images are resized / letterboxed to it). `None` = the preset's default.
+    pub image_size: Option<usize>,
+    /// Stop after this many optimizer steps / epochs / minutes, whichever comes first. All `None` = preset default.
+    pub steps: Option<u64>,
+    pub epochs: Option<f32>,
+    pub minutes: Option<f32>,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f64,
+    pub grad_clip: Option<f64>,
+    pub grad_accum: usize,
+    /// EMA decay of the weights (e.g. 0.999); `None` = off.
+    pub ema: Option<f64>,
+    /// Stop when the validation metric has not improved for this many evaluations; `None` = off.
+    pub early_stop_patience: Option<u32>,
+    pub seed: u64,
+    /// Start from these weights (e.g. a pretrained checkpoint); the vocabulary grows to the project's classes.
+    pub init: Option<PathBuf>,
+    /// Continue this checkpoint's run exactly where it stopped.
+    pub resume: Option<PathBuf>,
+    /// Where the checkpoint is written (a directory: weights.safetensors + checkpoint.json).
+    pub out: PathBuf,
+    /// Evaluate on the val split every this many steps (0 = once per epoch).
+    pub eval_every: u64,
+    /// Use the CUDA device if this build has it and one is present.
+    pub use_gpu: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            objective: Objective::Detect,
+            preset: "tiny".into(),
+            image_size: None,
+            steps: None,
+            epochs: None,
+            minutes: None,
+            batch_size: 32,
+            lr: 1e-3,
+            warmup_steps: 100,
+            weight_decay: 0.05,
+            grad_clip: Some(1.0),
+            grad_accum: 1,
+            ema: None,
+            early_stop_patience: None,
+            seed: 0,
+            init: None,
+            resume: None,
+            out: PathBuf::from("tessera.ckpt"),
+            eval_every: 0,
+            use_gpu: false,
+        }
+    }
+}
+
+/// Commands from the caller to the worker.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Pause,
+    Resume,
+    /// Stop after the current step, write a checkpoint, then send `Finished`.
+    Stop,
+    /// Write a checkpoint now and keep training.
+    SaveNow,
+}
+
+/// One optimizer step's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepStats {
+    pub step: u64,
+    pub total_steps: u64,
+    pub epoch: f32,
+    /// Loss per objective, e.g. [("detect", 1.23)].
+    pub losses: Vec<(String, f32)>,
+    pub lr: f64,
+    pub images_per_sec: f32,
+    pub elapsed_s: f32,
+    pub eta_s: f32,
+}
+
+/// Validation figures, sent after each evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalStats {
+    pub step: u64,
+    pub epoch: f32,
+    /// Validation loss per objective.
+    pub val_losses: Vec<(String, f32)>,
+    /// Name of the metric ("accuracy", "map50", or "val_loss" for pretraining) and its value.
+    pub metric_name: String,
+    pub metric: f32,
+}
+
+/// A prediction on one validation image, for the live sample strip.
+#[derive(Debug, Clone)]
+pub struct SamplePrediction {
+    /// Index into `Project::images`.
+    pub image_index: usize,
+    /// Classification: (class, probability) best first. Empty for detection.
+    pub top_classes: Vec<(usize, f32)>,
+    /// Detection: boxes in original image pixels with scores.
+    pub boxes: Vec<(BBox, f32)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started { total_steps: u64, device: String, parameters: usize },
+    Step(StepStats),
+    Eval(EvalStats),
+    Samples(Vec<SamplePrediction>),
+    CheckpointWritten { path: PathBuf, step: u64 },
+    Paused,
+    Resumed,
+    /// The run ended (completed, stopped, early-stopped); `checkpoint` holds the final weights.
+    Finished { checkpoint: PathBuf, reason: String },
+    /// Something went wrong (bad image, NaN loss, panic); the worker has stopped, the caller is fine.
+    Error { message: String },
+}
+
+/// The caller's side of a running worker.
+pub struct TrainHandle {
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    pub thread: Option<JoinHandle<()>>,
+}
+
+impl TrainHandle {
+    pub fn send(&self, c: Command) {
+        let _ = self.commands.send(c);
+    }
+    /// True once the worker thread has exited.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().map_or(true, |t| t.is_finished())
+    }
+}
+
+/// Starts training `project` with `config` on a new thread and returns at once.
+pub fn start_training(project: Project, config: TrainConfig) -> TrainHandle {
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let thread = std::thread::Builder::new()
+        .name("tessera-train".into())
+        .spawn(move || {
+            let ev = ev_tx.clone();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                super::run::run_training(project, config, cmd_rx, ev_tx)
+            }));
+            let message = match result {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(panic) => format!(
+                    "training crashed: {}",
+                    panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("unknown panic")
+                ),
+            };
+            let _ = ev.send(Event::Error { message });
+        })
+        .expect("spawning the training thread");
+    TrainHandle { commands: cmd_tx, events: ev_rx, thread: Some(thread) }
+}

@@ -1,0 +1,2 @@
+//! Small helpers shared by the engine and the app.
+pub mod atomic;
