@@ -424,15 +424,15 @@ mod tests {
 
     #[test]
     fn crop_of_the_right_half_doubles_coordinates() {
-        // Hand computation: crop x0=16, w=16 of a 32 px image resized to 32 => x' = (x - 16) * 2.
+        // Hand computation: crop x0=16, w=16 (full height) of a 32 px image resized to 32 => x' = (x - 16) * 2, y' = y.
         // Box 20..28 => 8..24; box 4..12 lies outside and is dropped; box 12..20 is half visible (16..20 of
         // 12..20) so it is kept with min_visible 0.5 and clipped to 0..8.
         let crop = CropResize { x0: 16.0, y0: 0.0, w: 16.0, h: 32.0, out_w: 32, out_h: 32 };
         let t = GeometricTransform { crop, flip: false };
         let b = |x0: f32, x1: f32, c| BBox { xmin: x0, ymin: 0.0, xmax: x1, ymax: 10.0, class: c };
-        assert_eq!(clip_visible(&t.map_box(&b(20.0, 28.0, 0)), 32, 32, 0.5), Some(BBox { xmin: 8.0, ymin: 0.0, xmax: 24.0, ymax: 20.0, class: 0 }));
+        assert_eq!(clip_visible(&t.map_box(&b(20.0, 28.0, 0)), 32, 32, 0.5), Some(BBox { xmin: 8.0, ymin: 0.0, xmax: 24.0, ymax: 10.0, class: 0 }));
         assert_eq!(clip_visible(&t.map_box(&b(4.0, 12.0, 1)), 32, 32, 0.5), None);
-        assert_eq!(clip_visible(&t.map_box(&b(12.0, 20.0, 2)), 32, 32, 0.5), Some(BBox { xmin: 0.0, ymin: 0.0, xmax: 8.0, ymax: 20.0, class: 2 }));
+        assert_eq!(clip_visible(&t.map_box(&b(12.0, 20.0, 2)), 32, 32, 0.5), Some(BBox { xmin: 0.0, ymin: 0.0, xmax: 8.0, ymax: 10.0, class: 2 }));
         assert_eq!(clip_visible(&t.map_box(&b(12.0, 20.0, 2)), 32, 32, 0.6), None);
     }
 
