@@ -389,10 +389,9 @@ struct Shared {
     /// Per position in `indices`.
     cache: Vec<OnceLock<Arc<FittedImage>>>,
     skipped: Mutex<BTreeMap<usize, SkippedImage>>,
-    pool: rayon::ThreadPool,
 }
 
-/// A reusable loader over a fixed list of project images. Cheap to clone (shares cache and thread pool).
+/// A reusable loader over a fixed list of project images. Cheap to clone (clones share the cache).
 #[derive(Clone)]
 pub struct Loader {
     shared: Arc<Shared>,
@@ -417,13 +416,8 @@ impl Loader {
         if let Some(&bad) = indices.iter().find(|&&i| i >= project.images.len()) {
             return Err(LoaderError::Config(format!("image index {bad} but the project has {} images", project.images.len())));
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.workers.max(1))
-            .thread_name(|i| format!("tessera-loader-{i}"))
-            .build()
-            .map_err(|e| LoaderError::Config(format!("starting loader threads: {e}")))?;
         let cache = (0..indices.len()).map(|_| OnceLock::new()).collect();
-        Ok(Loader { shared: Arc::new(Shared { project, indices, cfg, cache, skipped: Mutex::new(BTreeMap::new()), pool }) })
+        Ok(Loader { shared: Arc::new(Shared { project, indices, cfg, cache, skipped: Mutex::new(BTreeMap::new()) }) })
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -471,8 +465,9 @@ impl Loader {
         pos
     }
 
-    /// The batches of epoch `epoch`, prepared on background threads (at most `prefetch` ahead). Dropping the
-    /// iterator early stops the work.
+    /// The batches of epoch `epoch`, prepared on `workers` background threads, at most `prefetch` batches
+    /// ahead of the consumer (plus one in progress per worker). Each worker builds whole batches, so there is
+    /// no barrier between threads; batches are handed out in order. Dropping the iterator stops the work.
     pub fn epoch(&self, epoch: u64) -> EpochIter {
         let positions = self.positions(epoch);
         let cfg = &self.shared.cfg;
@@ -481,25 +476,36 @@ impl Loader {
             chunks.pop();
         }
         let planned = chunks.len();
-        let (tx, rx) = crossbeam_channel::bounded(cfg.prefetch.max(1));
-        let shared = self.shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("tessera-loader".into())
-            .spawn(move || {
-                for chunk in chunks {
-                    let samples: Vec<Option<Sample>> =
-                        shared.pool.install(|| chunk.par_iter().map(|&p| shared.sample(p, epoch)).collect());
-                    let samples: Vec<Sample> = samples.into_iter().flatten().collect();
-                    if samples.is_empty() {
-                        continue;
-                    }
-                    if tx.send(shared.collate(samples)).is_err() {
+        let workers = cfg.workers.max(1).min(planned.max(1));
+        let (job_tx, job_rx) = crossbeam_channel::unbounded::<(usize, Vec<usize>)>();
+        let (result_tx, result_rx) = crossbeam_channel::unbounded();
+        for w in 0..workers {
+            let (jobs, results, shared) = (job_rx.clone(), result_tx.clone(), self.shared.clone());
+            let spawned = std::thread::Builder::new().name(format!("tessera-loader-{w}")).spawn(move || {
+                for (k, chunk) in jobs {
+                    let samples: Vec<Sample> = chunk.iter().filter_map(|&p| shared.sample(p, epoch)).collect();
+                    let batch = if samples.is_empty() { Ok(None) } else { shared.collate(samples).map(Some) };
+                    if results.send((k, batch)).is_err() {
                         return; // The consumer went away.
                     }
                 }
-            })
-            .expect("spawning the loader thread");
-        EpochIter { rx, planned, _handle: handle }
+            });
+            if let Err(e) = spawned {
+                log::error!("loader: could not start a worker thread: {e}");
+            }
+        }
+        let mut iter = EpochIter {
+            jobs: Some(job_tx),
+            pending: chunks.into_iter().enumerate(),
+            results: result_rx,
+            ready: BTreeMap::new(),
+            next: 0,
+            planned,
+        };
+        for _ in 0..cfg.prefetch.max(1) + workers {
+            iter.issue_one();
+        }
+        iter
     }
 }
 
@@ -571,9 +577,14 @@ impl Shared {
 
 /// Iterator over one epoch's batches; see [`Loader::epoch`].
 pub struct EpochIter {
-    rx: crossbeam_channel::Receiver<Result<Batch, LoaderError>>,
+    /// `None` once every job is issued, which lets the workers finish.
+    jobs: Option<crossbeam_channel::Sender<(usize, Vec<usize>)>>,
+    pending: std::iter::Enumerate<std::vec::IntoIter<Vec<usize>>>,
+    results: crossbeam_channel::Receiver<(usize, Result<Option<Batch>, LoaderError>)>,
+    /// Batches that finished before their turn.
+    ready: BTreeMap<usize, Result<Option<Batch>, LoaderError>>,
+    next: usize,
     planned: usize,
-    _handle: std::thread::JoinHandle<()>,
 }
 
 impl EpochIter {
@@ -581,15 +592,45 @@ impl EpochIter {
     pub fn planned(&self) -> usize {
         self.planned
     }
+
+    fn issue_one(&mut self) {
+        match (self.pending.next(), &self.jobs) {
+            (Some(job), Some(tx)) => {
+                let _ = tx.send(job);
+            }
+            _ => self.jobs = None,
+        }
+    }
 }
 
 impl Iterator for EpochIter {
     type Item = Result<Batch, LoaderError>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.rx.recv().ok()
+        while self.next < self.planned {
+            let result = match self.ready.remove(&self.next) {
+                Some(r) => r,
+                None => match self.results.recv() {
+                    Ok((k, r)) if k == self.next => r,
+                    Ok((k, r)) => {
+                        self.ready.insert(k, r);
+                        continue;
+                    }
+                    // Every worker is gone (only if threads could not be started).
+                    Err(_) => return None,
+                },
+            };
+            self.next += 1;
+            self.issue_one();
+            match result {
+                Ok(None) => continue, // every image of this batch was unreadable
+                Ok(Some(batch)) => return Some(Ok(batch)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.planned))
+        (0, Some(self.planned - self.next))
     }
 }
 
