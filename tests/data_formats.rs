@@ -679,3 +679,18 @@ fn voc_wrong_filename_falls_back_to_the_xml_name_with_a_warning() {
     assert_eq!(p.images.len(), 1);
     assert!(r.warnings.iter().any(|w| w.contains("photo.xml") && w.contains("renamed-long-ago.jpg")), "{:?}", r.warnings);
 }
+
+#[test]
+fn a_plain_folder_of_photos_imports_unlabelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for i in 0..4 {
+        write(&d.join(format!("photo {i}.jpg")), jpg(12, 9));
+    }
+    assert_eq!(detect_format(d).unwrap(), Format::Folder);
+    let (p, r) = import(d, None);
+    assert_eq!(r.images, 4);
+    assert_eq!(r.labeled, 0);
+    assert!(p.classes.is_empty());
+    assert!(p.images.iter().all(|im| !im.labeled && im.class.is_none()));
+}
