@@ -66,8 +66,9 @@ for p in presets:
             print(f"  {'objective':<10}{'tessera steps/s':>16}{'pytorch steps/s':>16}{'ratio':>8}   tessera fwd/bwd/clip/adamw ms      pytorch fwd/bwd/clip/adamw ms")
             for x in tp["results"]:
                 y = rr[x["objective"]]
-                bt = "/".join(f"{v:.0f}" for v in x["breakdown_ms"].values())
-                by = "/".join(f"{v:.0f}" for v in y["breakdown_ms"].values())
+                phases = ("forward", "backward", "clip", "optimizer")
+                bt = "/".join(f"{x['breakdown_ms'][k]:.0f}" for k in phases)
+                by = "/".join(f"{y['breakdown_ms'][k]:.0f}" for k in phases)
                 print(f"  {x['objective']:<10}{x['steps_per_s']:>16.3f}{y['steps_per_s']:>16.3f}{x['steps_per_s']/y['steps_per_s']:>7.2f}x   {bt:<34} {by}")
                 print(f"  {'':<10}{x['images_per_s']:>12.1f} im/s{y['images_per_s']:>11.1f} im/s   {x['gflops']:.1f} vs {y['gflops']:.1f} GFLOP/s")
         else:
