@@ -1,0 +1,66 @@
+//! The app's single doorway into the engine for the calls that are still landing on main (demo data,
+//! dataset import, evaluation). Keeping them here means the panels never change when the engine does.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::project::{Project, Split};
+use crate::eval::EvalReport;
+use crate::model::{PredictOptions, Predictor};
+
+/// Writes the procedural shapes demo project into `dir` and returns it.
+pub fn create_demo_project(dir: &Path) -> anyhow::Result<Project> {
+    let _ = dir;
+    anyhow::bail!("the demo data generator is not part of this build yet")
+}
+
+/// Opens a Tessera project folder (or its tessera.json), or imports any supported dataset at `path`.
+pub fn open_project_or_dataset(path: &Path) -> anyhow::Result<Project> {
+    let project_file = if path.is_dir() { path.join(crate::data::project::PROJECT_FILE) } else { path.to_path_buf() };
+    if project_file.file_name().is_some_and(|n| n == crate::data::project::PROJECT_FILE) && project_file.exists() {
+        return Ok(Project::load(&project_file)?);
+    }
+    if !path.exists() {
+        anyhow::bail!("{}: no such file or folder", path.display());
+    }
+    anyhow::bail!("{}: importing datasets is not part of this build yet (open a Tessera project folder)", path.display())
+}
+
+/// Evaluates `predictor` on `split` of `project`.
+pub fn evaluate(predictor: &Predictor, project: &Project, split: Split, opts: &PredictOptions) -> anyhow::Result<EvalReport> {
+    let _ = (predictor, project, split, opts);
+    anyhow::bail!("evaluation is not part of this build yet")
+}
+
+/// The compute device the engine uses, as shown in the header.
+pub fn device_label() -> String {
+    if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() {
+        "CUDA".into()
+    } else {
+        "CPU".into()
+    }
+}
+
+/// The checkpoint that ships in `assets/` (used by the first-run demo), if this installation has one.
+pub fn shipped_checkpoint() -> Option<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(dir) = std::env::var("TESSERA_ASSETS") {
+        roots.push(PathBuf::from(dir));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for anc in exe.ancestors().skip(1).take(4) {
+            roots.push(anc.join("assets"));
+        }
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets"));
+    roots.push(PathBuf::from("/usr/share/tessera/assets"));
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let mut candidates: Vec<PathBuf> =
+            entries.flatten().map(|e| e.path()).filter(|p| p.join("checkpoint.json").is_file()).collect();
+        candidates.sort();
+        if let Some(c) = candidates.into_iter().next() {
+            return Some(c);
+        }
+    }
+    None
+}
