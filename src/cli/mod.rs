@@ -9,7 +9,14 @@ pub mod eval_cmds;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "tessera", version, about = "Train and use a small GPT over images: classification and object detection")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Train and use a small GPT over images: classification and object detection",
+    long_about = "Tessera trains a small generative pretrained transformer over image patches for image classification and \
+object detection. Run it with no arguments to open the desktop app; the subcommands run the same engine headless.",
+    after_help = EXAMPLES
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Commands>,
@@ -33,9 +40,25 @@ pub enum Commands {
     Predict(engine_cmds::PredictArgs),
     /// Evaluate a checkpoint on a project split.
     Eval(eval_cmds::EvalArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Measure speed: loader, training, inference (see the README's speed table).
     Bench(bench::BenchArgs),
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  tessera                                             open the app (first run: a demo project)
+  tessera demo-data --out shapes                      make the procedural shapes dataset
+  tessera import ~/photos/voc --out myproject --json  import a dataset into a project
+  tessera pretrain myproject --minutes 10 --out pre.ckpt
+  tessera train myproject --task detect --init pre.ckpt --minutes 20 --out det.ckpt
+  tessera predict det.ckpt photo.jpg --json           boxes with class and score
+  tessera eval det.ckpt myproject --split test --json map50, map50_95, per-class AP
+  tessera bench --json                                speed figures";
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
@@ -50,6 +73,11 @@ pub fn main() -> i32 {
         Some(Commands::Predict(a)) => engine_cmds::predict(a),
         Some(Commands::Eval(a)) => eval_cmds::eval(a),
         Some(Commands::Bench(a)) => bench::bench(a),
+        Some(Commands::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "tessera", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => 0,

@@ -3,3 +3,9 @@ pub mod predictor;
 pub mod predictor_impl;
 
 pub use predictor::{Detection, PredictOptions, Prediction, Predictor};
+pub mod config;
+pub mod ops;
+pub mod params;
+pub mod transformer;
+pub mod vocab;
+pub mod objectives;

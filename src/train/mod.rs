@@ -3,3 +3,5 @@ pub mod run;
 pub mod worker;
 
 pub use worker::{start_training, Command, Event, Objective, TrainConfig, TrainHandle};
+pub mod data;
+pub mod optim;

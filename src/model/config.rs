@@ -1,0 +1,143 @@
+//! Model hyper-parameters: one serialisable struct, stored in every checkpoint, plus named presets.
+use serde::{Deserialize, Serialize};
+
+/// How token positions are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Positions {
+    /// A learned embedding per patch position and per output-token position.
+    Learned,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Preset this config came from (informational).
+    pub preset: String,
+    /// Square input size in pixels; a multiple of `patch_size`.
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub channels: usize,
+    pub dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Hidden size of the MLP = `dim * mlp_ratio`.
+    pub mlp_ratio: usize,
+    /// Coordinate bins for detection tokens.
+    pub n_bins: usize,
+    /// Most objects a detection sequence can hold (real + noise).
+    pub max_objects: usize,
+    /// Number of class tokens in the vocabulary (grows when fine-tuning on more classes).
+    pub n_classes: usize,
+    pub positions: Positions,
+    pub norm_eps: f64,
+}
+
+impl ModelConfig {
+    /// A named preset at its default input size. Errors name the valid presets.
+    pub fn preset(name: &str) -> Result<ModelConfig, String> {
+        let base = ModelConfig {
+            preset: name.to_string(),
+            image_size: 64,
+            patch_size: 8,
+            channels: 3,
+            dim: 128,
+            n_layers: 4,
+            n_heads: 4,
+            mlp_ratio: 2,
+            n_bins: 64,
+            max_objects: 10,
+            n_classes: 0,
+            positions: Positions::Learned,
+            norm_eps: 1e-5,
+        };
+        match name {
+            // Trains usefully in minutes on 2 CPU cores at 32–128 px.
+            "tiny" => Ok(base),
+            // A few times tiny: a laptop's CPU in tens of minutes, or a small GPU.
+            "small" => Ok(ModelConfig { dim: 256, n_layers: 6, n_heads: 8, mlp_ratio: 4, image_size: 96, n_bins: 96, max_objects: 20, ..base }),
+            // GPU-sized.
+            "base" => Ok(ModelConfig {
+                dim: 512,
+                n_layers: 12,
+                n_heads: 8,
+                mlp_ratio: 4,
+                image_size: 224,
+                patch_size: 16,
+                n_bins: 224,
+                max_objects: 40,
+                ..base
+            }),
+            other => Err(format!("unknown preset '{other}' (expected tiny, small or base)")),
+        }
+    }
+
+    /// Adapts the input size (and, for tiny images, the patch size) so there are 16–256 patches, and the coordinate
+    /// bins so one bin is about one input pixel (but at least 32).
+    pub fn with_image_size(mut self, image_size: usize) -> ModelConfig {
+        let mut patch = self.patch_size;
+        while patch > 2 && (image_size / patch) * (image_size / patch) < 36 {
+            patch /= 2;
+        }
+        let image_size = (image_size / patch).max(2) * patch;
+        self.patch_size = patch;
+        self.image_size = image_size;
+        self.n_bins = image_size.clamp(32, 512);
+        self
+    }
+
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+    pub fn n_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+    /// Values per patch: patch_size² × channels.
+    pub fn patch_dim(&self) -> usize {
+        self.patch_size * self.patch_size * self.channels
+    }
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.n_heads
+    }
+    /// Longest output-token sequence: the task token, then 5 tokens per object, then EOS.
+    pub fn max_output_tokens(&self) -> usize {
+        1 + 5 * self.max_objects + 1
+    }
+    pub fn vocab(&self) -> super::vocab::Vocab {
+        super::vocab::Vocab::new(self.n_bins, self.n_classes)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+            return Err(format!("image size {} is not a multiple of patch size {}", self.image_size, self.patch_size));
+        }
+        if self.n_heads == 0 || self.dim % self.n_heads != 0 {
+            return Err(format!("dim {} is not divisible by {} heads", self.dim, self.n_heads));
+        }
+        if self.n_layers == 0 || self.n_bins < 2 || self.max_objects == 0 {
+            return Err("n_layers, n_bins and max_objects must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_unknown_is_refused() {
+        for p in ["tiny", "small", "base"] {
+            ModelConfig::preset(p).unwrap().validate().unwrap();
+        }
+        assert!(ModelConfig::preset("huge").unwrap_err().contains("tiny"));
+    }
+
+    #[test]
+    fn small_images_get_smaller_patches() {
+        let c = ModelConfig::preset("tiny").unwrap().with_image_size(32);
+        assert_eq!((c.image_size, c.patch_size), (32, 4));
+        let c = ModelConfig::preset("tiny").unwrap().with_image_size(100);
+        assert_eq!(c.image_size % c.patch_size, 0);
+        c.validate().unwrap();
+    }
+}

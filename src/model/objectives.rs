@@ -1,0 +1,391 @@
+//! The three objectives on one backbone, and detection decoding.
+//!
+//! - Generative pretraining (AIM-style): a random-length bidirectional prefix of patches, then causal order; each
+//!   position after the prefix predicts the next patch's per-patch-normalised pixels; loss = MSE.
+//! - Classification: `[patches] [TASK_CLASSIFY]` → the class token; cross-entropy over the class tokens.
+//! - Detection as language (Pix2Seq): `[patches] [TASK_DETECT] ymin xmin ymax xmax class ... EOS`, objects in random
+//!   order, padded with noise boxes labelled NOISE whose coordinates carry no loss (sequence augmentation).
+use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, D};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::config::ModelConfig;
+use super::transformer::{prefix_mask, KvCache, Transformer};
+use super::vocab::{self, Vocab};
+
+/// Per-patch normalisation of the pretraining targets (AIM): each patch to zero mean, unit variance.
+pub fn normalize_patches(patches: &Tensor) -> Result<Tensor> {
+    let mean = patches.mean_keepdim(D::Minus1)?;
+    let centered = patches.broadcast_sub(&mean)?;
+    let std = (centered.sqr()?.mean_keepdim(D::Minus1)? + 1e-6)?.sqrt()?;
+    centered.broadcast_div(&std)
+}
+
+/// Generative pretraining loss on patches `[B, N, patch_dim]` with a bidirectional prefix of `prefix` patches
+/// (1 ≤ prefix < N): positions prefix-1 .. N-2 predict patches prefix .. N-1.
+pub fn pretrain_loss(model: &Transformer, patches: &Tensor, prefix: usize) -> Result<Tensor> {
+    let n = patches.dim(1)?;
+    let prefix = prefix.clamp(1, n - 1);
+    let mask = prefix_mask(n, prefix, patches.device())?;
+    let h = model.forward(Some(patches), None, Some(&mask))?;
+    let pred = model.pixel_head.forward(&h.narrow(1, prefix - 1, n - prefix)?)?;
+    let target = normalize_patches(&patches.narrow(1, prefix, n - prefix)?)?;
+    (pred - target)?.sqr()?.mean_all()
+}
+
+/// Predicted patches (per-patch normalised) for positions 1..N given everything before them (causal, prefix 1).
+pub fn predict_next_patches(model: &Transformer, patches: &Tensor, prefix: usize) -> Result<Tensor> {
+    let n = patches.dim(1)?;
+    let mask = prefix_mask(n, prefix.clamp(1, n), patches.device())?;
+    let h = model.forward(Some(patches), None, Some(&mask))?;
+    model.pixel_head.forward(&h)
+}
+
+/// Class logits `[B, n_classes]`.
+pub fn classify_logits(model: &Transformer, patches: &Tensor) -> Result<Tensor> {
+    let (b, n, _) = patches.dims3()?;
+    let task = Tensor::full(vocab::TASK_CLASSIFY, (b, 1), patches.device())?;
+    let mask = prefix_mask(n + 1, n, patches.device())?;
+    let h = model.forward(Some(patches), Some(&task), Some(&mask))?;
+    let logits = model.token_head.forward(&h.i((.., n, ..))?)?;
+    let v = model.cfg.vocab();
+    logits.narrow(1, v.first_class() as usize, v.n_classes)
+}
+
+pub fn classify_loss(model: &Transformer, patches: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    candle_nn::loss::cross_entropy(&classify_logits(model, patches)?, labels)
+}
+
+/// A labelled object in model-input pixel coordinates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Object {
+    pub xmin: f32,
+    pub ymin: f32,
+    pub xmax: f32,
+    pub ymax: f32,
+    pub class: usize,
+}
+
+/// Tokens of one detection training example: `input[i]` predicts `target[i]` with loss weight `weight[i]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectSequence {
+    pub input: Vec<u32>,
+    pub target: Vec<u32>,
+    pub weight: Vec<f32>,
+}
+
+/// Builds the Pix2Seq training sequence: objects in random order, then (with `noise`) fake boxes up to
+/// `max_objects`, then EOS; padded to the fixed length `cfg.max_output_tokens() - 1`.
+pub fn detect_sequence(cfg: &ModelConfig, objects: &[Object], noise: bool, rng: &mut impl Rng) -> DetectSequence {
+    let v = cfg.vocab();
+    let size = cfg.image_size as f32;
+    let mut objs: Vec<Object> = objects.to_vec();
+    objs.shuffle(rng);
+    objs.truncate(cfg.max_objects);
+    let mut full = vec![vocab::TASK_DETECT];
+    let mut weights = vec![];
+    let coords = |o: &Object| [o.ymin, o.xmin, o.ymax, o.xmax];
+    for o in &objs {
+        for c in coords(o) {
+            full.push(v.bin_token(v.quantize(c, size)));
+            weights.push(1.0);
+        }
+        full.push(v.class_token(o.class));
+        weights.push(1.0);
+    }
+    if noise {
+        while full.len() < 1 + 5 * cfg.max_objects {
+            let o = noise_object(objects, size, rng);
+            for c in coords(&o) {
+                full.push(v.bin_token(v.quantize(c, size)));
+                weights.push(0.0);
+            }
+            full.push(vocab::NOISE);
+            weights.push(1.0);
+        }
+    }
+    full.push(vocab::EOS);
+    weights.push(1.0);
+    let len = cfg.max_output_tokens();
+    while full.len() < len {
+        full.push(vocab::EOS);
+        weights.push(0.0);
+    }
+    DetectSequence { input: full[..len - 1].to_vec(), target: full[1..].to_vec(), weight: weights }
+}
+
+/// A fake box: half the time a jittered copy of a real one (a near miss the model must learn to reject), otherwise
+/// a random box.
+fn noise_object(real: &[Object], size: f32, rng: &mut impl Rng) -> Object {
+    let (cx, cy, w, h) = if !real.is_empty() && rng.random_bool(0.5) {
+        let o = real[rng.random_range(0..real.len())];
+        let (w, h) = (o.xmax - o.xmin, o.ymax - o.ymin);
+        (
+            (o.xmin + o.xmax) / 2.0 + rng.random_range(-0.4..0.4) * w,
+            (o.ymin + o.ymax) / 2.0 + rng.random_range(-0.4..0.4) * h,
+            w * rng.random_range(0.6..1.5),
+            h * rng.random_range(0.6..1.5),
+        )
+    } else {
+        (
+            rng.random_range(0.0..size),
+            rng.random_range(0.0..size),
+            rng.random_range(0.05..0.6) * size,
+            rng.random_range(0.05..0.6) * size,
+        )
+    };
+    let clamp = |x: f32| x.clamp(0.0, size);
+    Object { xmin: clamp(cx - w / 2.0), ymin: clamp(cy - h / 2.0), xmax: clamp(cx + w / 2.0), ymax: clamp(cy + h / 2.0), class: 0 }
+}
+
+/// Weighted token cross-entropy for a batch of detection sequences. `input`, `target`: `[B, L]` u32, `weight`: `[B, L]`.
+pub fn detect_loss(model: &Transformer, patches: &Tensor, input: &Tensor, target: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let n = patches.dim(1)?;
+    let l = input.dim(1)?;
+    let mask = prefix_mask(n + l, n, patches.device())?;
+    let h = model.forward(Some(patches), Some(input), Some(&mask))?;
+    let logits = model.token_head.forward(&h.narrow(1, n, l)?)?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let nll = logp.gather(&target.unsqueeze(2)?, 2)?.squeeze(2)?.neg()?;
+    (nll * weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64
+}
+
+/// A decoded box in model-input pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawDetection {
+    pub object: Object,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    pub max_objects: usize,
+    /// Nucleus sampling; `None` = greedy.
+    pub top_p: Option<f32>,
+    pub seed: u64,
+    /// Decode without the KV cache (recomputes the whole sequence each step; for tests and benchmarks).
+    pub no_cache: bool,
+}
+
+/// Chooses a token among `allowed` from `logits` (greedy or nucleus); returns it and the probabilities over `allowed`.
+fn choose(logits: &[f32], allowed: &[u32], top_p: Option<f32>, rng: &mut impl Rng) -> (u32, Vec<f32>) {
+    let max = allowed.iter().map(|&t| logits[t as usize]).fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<f32> = allowed.iter().map(|&t| (logits[t as usize] - max).exp()).collect();
+    let sum: f32 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= sum);
+    let mut order: Vec<usize> = (0..allowed.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let pick = match top_p {
+        None => order[0],
+        Some(p) => {
+            let mut cum = 0.0;
+            let mut nucleus = vec![];
+            for &i in &order {
+                nucleus.push(i);
+                cum += probs[i];
+                if cum >= p {
+                    break;
+                }
+            }
+            let r: f32 = rng.random_range(0.0..cum.max(1e-12));
+            let mut acc = 0.0;
+            *nucleus.iter().find(|&&i| {
+                acc += probs[i];
+                acc >= r
+            }).unwrap_or(&nucleus[nucleus.len() - 1])
+        }
+    };
+    (allowed[pick], probs)
+}
+
+/// Decodes boxes for patches `[B, N, patch_dim]`, batched, autoregressively with a KV cache.
+/// Each box's score is its class token's probability (among the classes and NOISE); a box the model calls noise
+/// keeps its best real class with that class's (low) probability, so it can still rank for recall.
+pub fn detect_decode(model: &Transformer, patches: &Tensor, opts: &DecodeOptions) -> Result<Vec<Vec<RawDetection>>> {
+    let cfg = &model.cfg;
+    let v: Vocab = cfg.vocab();
+    let dev = patches.device();
+    let (b, n, _) = patches.dims3()?;
+    let max_objects = opts.max_objects.min(cfg.max_objects).max(1);
+    let size = cfg.image_size as f32;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(opts.seed);
+    let bins: Vec<u32> = (0..v.n_bins).map(|i| v.bin_token(i)).collect();
+    let mut first: Vec<u32> = bins.clone();
+    first.push(vocab::EOS);
+    let mut class_tokens: Vec<u32> = (0..v.n_classes).map(|c| v.class_token(c)).collect();
+    class_tokens.push(vocab::NOISE);
+
+    let mut cache = KvCache::new(cfg, b, n + cfg.max_output_tokens(), dev)?;
+    let mut all_tokens: Vec<Vec<u32>> = vec![vec![vocab::TASK_DETECT]; b];
+    let task = Tensor::full(vocab::TASK_DETECT, (b, 1), dev)?;
+    let h = if opts.no_cache {
+        let mask = prefix_mask(n + 1, n, dev)?;
+        model.forward(Some(patches), Some(&task), Some(&mask))?
+    } else {
+        let x = model.embed(Some(patches), Some(&task), 0)?;
+        let mask = prefix_mask(n + 1, n, dev)?;
+        model.forward_embedded(&x, Some(&mask), Some(&mut cache), None)?
+    };
+    let mut last = h.i((.., h.dim(1)? - 1, ..))?;
+    let mut done = vec![false; b];
+    let mut results: Vec<Vec<RawDetection>> = vec![vec![]; b];
+    let mut current: Vec<[usize; 4]> = vec![[0; 4]; b];
+    for step in 0..5 * max_objects {
+        let logits = model.token_head.forward(&last)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let field = step % 5;
+        let mut next = vec![vocab::EOS; b];
+        for i in 0..b {
+            if done[i] {
+                continue;
+            }
+            let allowed: Vec<u32> = match field {
+                0 => first.clone(),
+                // ymax below ymin / xmax left of xmin is impossible: only bins after the minimum.
+                2 | 3 => bins[(current[i][field - 2] + 1).min(v.n_bins - 1)..].to_vec(),
+                1 => bins.clone(),
+                _ => class_tokens.clone(),
+            };
+            let (tok, probs) = choose(&logits[i], &allowed, opts.top_p, &mut rng);
+            if tok == vocab::EOS {
+                done[i] = true;
+                continue;
+            }
+            if field < 4 {
+                current[i][field] = v.token_to_bin(tok).unwrap_or(0);
+            } else {
+                let (best, p) = probs[..v.n_classes]
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap_or((0, 0.0));
+                let [y0, x0, y1, x1] = current[i].map(|q| v.dequantize(q, size));
+                results[i].push(RawDetection { object: Object { xmin: x0, ymin: y0, xmax: x1, ymax: y1, class: best }, score: p });
+            }
+            next[i] = tok;
+        }
+        if done.iter().all(|&d| d) || step + 1 == 5 * max_objects {
+            break;
+        }
+        for i in 0..b {
+            all_tokens[i].push(next[i]);
+        }
+        if opts.no_cache {
+            let l = all_tokens[0].len();
+            let flat: Vec<u32> = all_tokens.iter().flatten().copied().collect();
+            let toks = Tensor::from_vec(flat, (b, l), dev)?;
+            let mask = prefix_mask(n + l, n, dev)?;
+            let h = model.forward(Some(patches), Some(&toks), Some(&mask))?;
+            last = h.i((.., n + l - 1, ..))?;
+        } else {
+            let pos = all_tokens[0].len() - 1;
+            let toks = Tensor::from_vec(next, (b, 1), dev)?;
+            let x = model.embed(None, Some(&toks), pos)?;
+            let h = model.forward_embedded(&x, None, Some(&mut cache), None)?;
+            last = h.i((.., 0, ..))?;
+        }
+    }
+    for r in results.iter_mut() {
+        r.sort_by(|a, b| b.score.total_cmp(&a.score));
+    }
+    Ok(results)
+}
+
+pub fn iou(a: &Object, b: &Object) -> f32 {
+    let iw = (a.xmax.min(b.xmax) - a.xmin.max(b.xmin)).max(0.0);
+    let ih = (a.ymax.min(b.ymax) - a.ymin.max(b.ymin)).max(0.0);
+    let inter = iw * ih;
+    let area = |o: &Object| (o.xmax - o.xmin).max(0.0) * (o.ymax - o.ymin).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
+}
+
+/// Class-wise non-maximum suppression on detections sorted best first.
+pub fn nms(dets: Vec<RawDetection>, iou_threshold: f32) -> Vec<RawDetection> {
+    let mut kept: Vec<RawDetection> = Vec::with_capacity(dets.len());
+    for d in dets {
+        if kept.iter().all(|k| k.object.class != d.object.class || iou(&k.object, &d.object) < iou_threshold) {
+            kept.push(d);
+        }
+    }
+    kept
+}
+
+/// Device-independent helper: a `[B, L]` u32 tensor from rows.
+pub fn rows_u32(rows: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+    let l = rows.first().map_or(0, Vec::len);
+    Tensor::from_vec(rows.iter().flatten().copied().collect::<Vec<_>>(), (rows.len(), l), device)
+}
+
+pub fn rows_f32(rows: &[Vec<f32>], device: &Device) -> Result<Tensor> {
+    let l = rows.first().map_or(0, Vec::len);
+    Tensor::from_vec(rows.iter().flatten().copied().collect::<Vec<_>>(), (rows.len(), l), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::params::ParamStore;
+    use rand::SeedableRng;
+
+    fn cfg() -> ModelConfig {
+        let mut c = ModelConfig::preset("tiny").unwrap().with_image_size(32);
+        c.n_layers = 2;
+        c.dim = 32;
+        c.n_classes = 3;
+        c.max_objects = 4;
+        c
+    }
+
+    #[test]
+    fn detect_sequence_layout() {
+        let c = cfg();
+        let v = c.vocab();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let objs = [Object { xmin: 1.0, ymin: 2.0, xmax: 10.0, ymax: 20.0, class: 2 }];
+        let s = detect_sequence(&c, &objs, true, &mut rng);
+        assert_eq!(s.input.len(), c.max_output_tokens() - 1);
+        assert_eq!(s.input[0], vocab::TASK_DETECT);
+        assert_eq!(s.target[4], v.class_token(2));
+        assert_eq!(s.target[0], v.bin_token(v.quantize(2.0, 32.0)));
+        // Noise objects: coordinates unweighted, class NOISE weighted; EOS last.
+        assert_eq!(s.target[9], vocab::NOISE);
+        assert_eq!((s.weight[5], s.weight[9]), (0.0, 1.0));
+        assert_eq!(*s.target.last().unwrap(), vocab::EOS);
+        let plain = detect_sequence(&c, &objs, false, &mut rng);
+        assert_eq!(plain.target[5], vocab::EOS);
+        assert_eq!(plain.weight[5], 1.0);
+        assert_eq!(plain.weight[6], 0.0);
+    }
+
+    #[test]
+    fn cached_decoding_gives_the_same_boxes_as_recomputation() {
+        let c = cfg();
+        let mut p = ParamStore::init(3, &Device::Cpu);
+        let m = Transformer::new(&c, &mut p).unwrap();
+        let patches = Tensor::randn(0f32, 1.0, (2, c.n_patches(), c.patch_dim()), &Device::Cpu).unwrap();
+        let mut opts = DecodeOptions { max_objects: 4, top_p: None, seed: 0, no_cache: false };
+        let cached = detect_decode(&m, &patches, &opts).unwrap();
+        opts.no_cache = true;
+        let full = detect_decode(&m, &patches, &opts).unwrap();
+        assert_eq!(cached.len(), 2);
+        for (a, b) in cached.iter().zip(&full) {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert_eq!(x.object, y.object);
+                assert!((x.score - y.score).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn nms_drops_overlapping_same_class_only() {
+        let o = |x: f32, class| RawDetection { object: Object { xmin: x, ymin: 0.0, xmax: x + 10.0, ymax: 10.0, class }, score: 1.0 };
+        let kept = nms(vec![o(0.0, 0), o(1.0, 0), o(1.0, 1), o(30.0, 0)], 0.5);
+        assert_eq!(kept.len(), 3);
+    }
+}

@@ -1,0 +1,390 @@
+//! The backbone: a decoder-only transformer that reads an image as a prefix of patch tokens and writes output tokens.
+//!
+//! Sequence = [patch_1 .. patch_N] [task token] [output tokens ...]. Attention is bidirectional inside the image
+//! prefix and causal after it (see [`prefix_mask`]). Two heads: a pixel head (generative pretraining: the next
+//! patch's pixels) and a token head (classification and detection tokens).
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+
+use super::config::ModelConfig;
+use super::ops::{rms_norm, softmax_last_dim};
+use super::params::{Init, ParamStore};
+
+const INIT_STD: f64 = 0.02;
+
+/// y = x Wᵀ + b over the last dimension, as one 2-D matmul (no per-batch broadcast of W).
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(p: &mut ParamStore, name: &str, in_dim: usize, out_dim: usize, std: f64, bias: bool) -> Result<Self> {
+        let weight = p.get(&format!("{name}.weight"), &[out_dim, in_dim], Init::Normal(std))?;
+        let bias = if bias { Some(p.get(&format!("{name}.bias"), &[out_dim], Init::Zeros)?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        *out.last_mut().unwrap() = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+pub struct RmsNorm {
+    gain: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: &mut ParamStore, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm { gain: p.get(&format!("{name}.weight"), &[dim], Init::Ones)?, eps })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        rms_norm(x, &self.gain, self.eps)
+    }
+}
+
+/// Pre-allocated keys and values of every layer for incremental decoding.
+pub struct KvCache {
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
+    /// Tokens stored so far.
+    pub len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, device: &Device) -> Result<KvCache> {
+        let shape = (batch, cfg.n_heads, capacity, cfg.head_dim());
+        let mut keys = Vec::with_capacity(cfg.n_layers);
+        let mut values = Vec::with_capacity(cfg.n_layers);
+        for _ in 0..cfg.n_layers {
+            keys.push(Tensor::zeros(shape, DType::F32, device)?);
+            values.push(Tensor::zeros(shape, DType::F32, device)?);
+        }
+        Ok(KvCache { keys, values, len: 0, capacity })
+    }
+}
+
+pub struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    n_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(p: &mut ParamStore, name: &str, cfg: &ModelConfig) -> Result<Self> {
+        let out_std = INIT_STD / (2.0 * cfg.n_layers as f64).sqrt();
+        Ok(Attention {
+            qkv: Linear::new(p, &format!("{name}.qkv"), cfg.dim, 3 * cfg.dim, INIT_STD, true)?,
+            proj: Linear::new(p, &format!("{name}.proj"), cfg.dim, cfg.dim, out_std, true)?,
+            n_heads: cfg.n_heads,
+            head_dim: cfg.head_dim(),
+        })
+    }
+
+    /// `mask`: additive [T, T_total] (0 or -inf), `None` = attend to everything before and including each position
+    /// in the cache plus all of `x` (only right when `x` is one token or the bidirectional prefix).
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<(&Tensor, &Tensor, usize)>,
+        record: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let qkv = self.qkv.forward(x)?.reshape((b, t, 3, self.n_heads, self.head_dim))?.permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let (k, v) = match cache {
+            Some((kc, vc, offset)) => {
+                kc.slice_set(&k, 2, offset)?;
+                vc.slice_set(&v, 2, offset)?;
+                (kc.narrow(2, 0, offset + t)?, vc.narrow(2, 0, offset + t)?)
+            }
+            None => (k, v),
+        };
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = softmax_last_dim(&scores)?;
+        if let Some(r) = record {
+            r.push(probs.clone());
+        }
+        let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+        self.proj.forward(&y)
+    }
+}
+
+pub struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn new(p: &mut ParamStore, name: &str, cfg: &ModelConfig) -> Result<Self> {
+        let hidden = cfg.dim * cfg.mlp_ratio;
+        let out_std = INIT_STD / (2.0 * cfg.n_layers as f64).sqrt();
+        Ok(Mlp {
+            fc1: Linear::new(p, &format!("{name}.fc1"), cfg.dim, hidden, INIT_STD, true)?,
+            fc2: Linear::new(p, &format!("{name}.fc2"), hidden, cfg.dim, out_std, true)?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&self.fc1.forward(x)?.gelu()?)
+    }
+}
+
+/// Pre-norm transformer block.
+pub struct Block {
+    norm1: RmsNorm,
+    attn: Attention,
+    norm2: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: &mut ParamStore, name: &str, cfg: &ModelConfig) -> Result<Self> {
+        Ok(Block {
+            norm1: RmsNorm::new(p, &format!("{name}.norm1"), cfg.dim, cfg.norm_eps)?,
+            attn: Attention::new(p, &format!("{name}.attn"), cfg)?,
+            norm2: RmsNorm::new(p, &format!("{name}.norm2"), cfg.dim, cfg.norm_eps)?,
+            mlp: Mlp::new(p, &format!("{name}.mlp"), cfg)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<(&Tensor, &Tensor, usize)>,
+        record: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.norm1.forward(x)?, mask, cache, record)?)?;
+        &x + self.mlp.forward(&self.norm2.forward(&x)?)?
+    }
+}
+
+pub struct Transformer {
+    pub cfg: ModelConfig,
+    patch_embed: Linear,
+    patch_pos: Tensor,
+    token_embed: Tensor,
+    token_pos: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    pub pixel_head: Linear,
+    pub token_head: Linear,
+}
+
+impl Transformer {
+    pub fn new(cfg: &ModelConfig, p: &mut ParamStore) -> Result<Transformer> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        let vocab = cfg.vocab().size();
+        let blocks = (0..cfg.n_layers).map(|i| Block::new(p, &format!("blocks.{i}"), cfg)).collect::<Result<_>>()?;
+        Ok(Transformer {
+            cfg: cfg.clone(),
+            patch_embed: Linear::new(p, "patch_embed", cfg.patch_dim(), cfg.dim, INIT_STD, true)?,
+            patch_pos: p.get("patch_pos", &[cfg.n_patches(), cfg.dim], Init::Normal(INIT_STD))?,
+            token_embed: p.get("token_embed", &[vocab, cfg.dim], Init::Normal(INIT_STD))?,
+            token_pos: p.get("token_pos", &[cfg.max_output_tokens(), cfg.dim], Init::Normal(INIT_STD))?,
+            blocks,
+            norm: RmsNorm::new(p, "norm", cfg.dim, cfg.norm_eps)?,
+            pixel_head: Linear::new(p, "pixel_head", cfg.dim, cfg.patch_dim(), INIT_STD, true)?,
+            token_head: Linear::new(p, "token_head", cfg.dim, vocab, INIT_STD, true)?,
+        })
+    }
+
+    /// Embeds patches `[B, N, patch_dim]` and/or output tokens `[B, L]` (u32) whose first one sits at output position
+    /// `token_offset`.
+    pub fn embed(&self, patches: Option<&Tensor>, tokens: Option<&Tensor>, token_offset: usize) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(2);
+        if let Some(p) = patches {
+            let n = p.dim(1)?;
+            parts.push(self.patch_embed.forward(p)?.broadcast_add(&self.patch_pos.narrow(0, 0, n)?)?);
+        }
+        if let Some(t) = tokens {
+            let (b, l) = t.dims2()?;
+            let e = self.token_embed.index_select(&t.flatten_all()?, 0)?.reshape((b, l, self.cfg.dim))?;
+            parts.push(e.broadcast_add(&self.token_pos.narrow(0, token_offset, l)?)?);
+        }
+        match parts.len() {
+            1 => Ok(parts.pop().unwrap()),
+            _ => Tensor::cat(&parts, 1),
+        }
+    }
+
+    /// Runs the blocks over embedded `x` `[B, T, dim]`; returns the final-normed hidden states.
+    /// With a cache, `x` continues the cached sequence. `record` collects every layer's attention probabilities.
+    pub fn forward_embedded(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        mut record: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
+        let t = x.dim(1)?;
+        let offset = cache.as_ref().map_or(0, |c| c.len);
+        if let Some(c) = &cache {
+            if offset + t > c.capacity {
+                candle_core::bail!("KV cache full: {} + {t} > {}", offset, c.capacity);
+            }
+        }
+        let mut x = x.clone();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_ref().map(|c| (&c.keys[i], &c.values[i], offset));
+            x = block.forward(&x, mask, layer_cache, record.as_deref_mut())?;
+        }
+        if let Some(c) = cache.as_mut() {
+            c.len += t;
+        }
+        self.norm.forward(&x)
+    }
+
+    pub fn forward(
+        &self,
+        patches: Option<&Tensor>,
+        tokens: Option<&Tensor>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let x = self.embed(patches, tokens, 0)?;
+        self.forward_embedded(&x, mask, None, None)
+    }
+}
+
+/// Additive attention mask `[T, T]`: position i sees j when j < `prefix` (bidirectional prefix) or j ≤ i (causal).
+pub fn prefix_mask(t: usize, prefix: usize, device: &Device) -> Result<Tensor> {
+    let data: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j < prefix || j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Tensor::from_vec(data, (t, t), device)
+}
+
+/// Splits images `[B, C, H, W]` into flattened patches `[B, N, p*p*C]`, row-major over the grid.
+pub fn patchify(images: &Tensor, patch: usize) -> Result<Tensor> {
+    let (b, c, h, w) = images.dims4()?;
+    let (gh, gw) = (h / patch, w / patch);
+    images
+        .reshape((b, c, gh, patch, gw, patch))?
+        .permute((0, 2, 4, 3, 5, 1))?
+        .reshape((b, gh * gw, patch * patch * c))
+}
+
+/// Inverse of [`patchify`].
+pub fn unpatchify(patches: &Tensor, patch: usize, channels: usize, grid: usize) -> Result<Tensor> {
+    let b = patches.dim(0)?;
+    patches
+        .reshape((b, grid, grid, patch, patch, channels))?
+        .permute((0, 5, 1, 3, 2, 4))?
+        .reshape((b, channels, grid * patch, grid * patch))
+}
+
+/// Hidden states → logits over the vocabulary for the last dimension.
+pub fn last_dim_log_softmax(logits: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::log_softmax(logits, D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::vocab;
+
+    fn tiny() -> (ModelConfig, Transformer) {
+        let mut cfg = ModelConfig::preset("tiny").unwrap().with_image_size(32);
+        cfg.n_layers = 2;
+        cfg.dim = 32;
+        cfg.n_heads = 4;
+        cfg.n_classes = 3;
+        let mut p = ParamStore::init(7, &Device::Cpu);
+        let m = Transformer::new(&cfg, &mut p).unwrap();
+        (cfg, m)
+    }
+
+    fn inputs(cfg: &ModelConfig) -> (Tensor, Tensor) {
+        let patches = Tensor::randn(0f32, 1.0, (2, cfg.n_patches(), cfg.patch_dim()), &Device::Cpu).unwrap();
+        let tokens = Tensor::new(&[[vocab::TASK_DETECT, 10, 11, 12, 13], [vocab::TASK_DETECT, 20, 21, 22, 23]], &Device::Cpu).unwrap();
+        (patches, tokens)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn output_shapes() {
+        let (cfg, m) = tiny();
+        let (patches, tokens) = inputs(&cfg);
+        let n = cfg.n_patches();
+        let mask = prefix_mask(n + 5, n, &Device::Cpu).unwrap();
+        let h = m.forward(Some(&patches), Some(&tokens), Some(&mask)).unwrap();
+        assert_eq!(h.dims(), &[2, n + 5, cfg.dim]);
+        assert_eq!(m.token_head.forward(&h).unwrap().dims(), &[2, n + 5, cfg.vocab().size()]);
+        assert_eq!(m.pixel_head.forward(&h).unwrap().dims(), &[2, n + 5, cfg.patch_dim()]);
+        let img = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let back = unpatchify(&patchify(&img, 4).unwrap(), 4, 3, 8).unwrap();
+        assert_eq!(max_diff(&img, &back), 0.0);
+    }
+
+    #[test]
+    fn later_tokens_do_not_change_earlier_logits_but_patches_change_everything() {
+        let (cfg, m) = tiny();
+        let (patches, tokens) = inputs(&cfg);
+        let n = cfg.n_patches();
+        let mask = prefix_mask(n + 5, n, &Device::Cpu).unwrap();
+        let h1 = m.forward(Some(&patches), Some(&tokens), Some(&mask)).unwrap();
+        // Change the last output token: everything before it is unchanged, the last position changes.
+        let tokens2 = Tensor::new(&[[vocab::TASK_DETECT, 10, 11, 12, 30], [vocab::TASK_DETECT, 20, 21, 22, 30]], &Device::Cpu).unwrap();
+        let h2 = m.forward(Some(&patches), Some(&tokens2), Some(&mask)).unwrap();
+        assert!(max_diff(&h1.narrow(1, 0, n + 4).unwrap(), &h2.narrow(1, 0, n + 4).unwrap()) < 1e-6);
+        assert!(max_diff(&h1.narrow(1, n + 4, 1).unwrap(), &h2.narrow(1, n + 4, 1).unwrap()) > 1e-4);
+        // Change the last patch: the first patch's state changes too (bidirectional prefix).
+        let last = patches.narrow(1, n - 1, 1).unwrap().affine(-1.0, 0.5).unwrap();
+        let patches3 = Tensor::cat(&[&patches.narrow(1, 0, n - 1).unwrap(), &last], 1).unwrap();
+        let h3 = m.forward(Some(&patches3), Some(&tokens), Some(&mask)).unwrap();
+        for pos in [0, n / 2, n, n + 4] {
+            let d = max_diff(&h1.narrow(1, pos, 1).unwrap(), &h3.narrow(1, pos, 1).unwrap());
+            assert!(d > 1e-4, "position {pos} did not see the changed patch");
+        }
+    }
+
+    #[test]
+    fn kv_cache_matches_full_recomputation() {
+        let (cfg, m) = tiny();
+        let (patches, tokens) = inputs(&cfg);
+        let n = cfg.n_patches();
+        let mask = prefix_mask(n + 5, n, &Device::Cpu).unwrap();
+        let full = m.forward(Some(&patches), Some(&tokens), Some(&mask)).unwrap();
+        let mut cache = KvCache::new(&cfg, 2, n + cfg.max_output_tokens(), &Device::Cpu).unwrap();
+        let x = m.embed(Some(&patches), Some(&tokens.narrow(1, 0, 1).unwrap()), 0).unwrap();
+        let prefill_mask = prefix_mask(n + 1, n, &Device::Cpu).unwrap();
+        let mut steps = vec![m.forward_embedded(&x, Some(&prefill_mask), Some(&mut cache), None).unwrap()];
+        for i in 1..5 {
+            let x = m.embed(None, Some(&tokens.narrow(1, i, 1).unwrap()), i).unwrap();
+            steps.push(m.forward_embedded(&x, None, Some(&mut cache), None).unwrap());
+        }
+        let incremental = Tensor::cat(&steps, 1).unwrap();
+        assert!(max_diff(&full, &incremental) < 1e-4, "{}", max_diff(&full, &incremental));
+    }
+}

@@ -1,0 +1,401 @@
+//! The engine's view of a project: every image of a split decoded once, letterboxed to the model input and
+//! normalised, held in memory (small datasets; decoding per step would cost more than the model on 2 cores).
+//! Batches are drawn deterministically from (seed, step) so that a resumed run sees exactly the same batches.
+use candle_core::{Device, Result as CResult, Tensor};
+use image::imageops::FilterType;
+use image::DynamicImage;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::project::{BBox, Project, Split};
+use crate::model::objectives::Object;
+
+/// Per-channel mean and standard deviation of the input pixels (0..1), stored in the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Normalization { mean: [0.5; 3], std: [0.25; 3] }
+    }
+}
+
+/// How an original image maps into the square model input: scaled by `scale`, then offset by `pad`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Letterbox {
+    pub scale: f32,
+    pub pad_x: f32,
+    pub pad_y: f32,
+    pub orig_w: u32,
+    pub orig_h: u32,
+}
+
+impl Letterbox {
+    pub fn new(w: u32, h: u32, size: usize) -> Letterbox {
+        let scale = size as f32 / w.max(h).max(1) as f32;
+        let (nw, nh) = (((w as f32 * scale).round() as usize).clamp(1, size), ((h as f32 * scale).round() as usize).clamp(1, size));
+        Letterbox { scale, pad_x: ((size - nw) / 2) as f32, pad_y: ((size - nh) / 2) as f32, orig_w: w, orig_h: h }
+    }
+    pub fn to_input(&self, b: &BBox) -> Object {
+        Object {
+            xmin: b.xmin * self.scale + self.pad_x,
+            ymin: b.ymin * self.scale + self.pad_y,
+            xmax: b.xmax * self.scale + self.pad_x,
+            ymax: b.ymax * self.scale + self.pad_y,
+            class: b.class,
+        }
+    }
+    /// Back to original-image pixels, clamped to the image.
+    pub fn to_original(&self, o: &Object) -> BBox {
+        let fx = |x: f32| ((x - self.pad_x) / self.scale).clamp(0.0, self.orig_w as f32);
+        let fy = |y: f32| ((y - self.pad_y) / self.scale).clamp(0.0, self.orig_h as f32);
+        BBox { xmin: fx(o.xmin), ymin: fy(o.ymin), xmax: fx(o.xmax), ymax: fy(o.ymax), class: o.class }
+    }
+}
+
+/// Letterboxes `img` into a `size`×`size` CHW array of 0..1 values (padding = the normalisation mean, i.e. 0 after
+/// normalising) and normalises it.
+pub fn preprocess(img: &DynamicImage, size: usize, norm: &Normalization) -> (Vec<f32>, Letterbox) {
+    let rgb = img.to_rgb8();
+    let lb = Letterbox::new(rgb.width(), rgb.height(), size);
+    let nw = ((rgb.width() as f32 * lb.scale).round() as u32).clamp(1, size as u32);
+    let nh = ((rgb.height() as f32 * lb.scale).round() as u32).clamp(1, size as u32);
+    let filter = if lb.scale < 1.0 { FilterType::Triangle } else { FilterType::CatmullRom };
+    let resized = if (nw, nh) == (rgb.width(), rgb.height()) { rgb } else { image::imageops::resize(&rgb, nw, nh, filter) };
+    let mut out = vec![0f32; 3 * size * size];
+    let (px, py) = (lb.pad_x as usize, lb.pad_y as usize);
+    for (x, y, p) in resized.enumerate_pixels() {
+        for c in 0..3 {
+            let v = p.0[c] as f32 / 255.0;
+            out[c * size * size + (y as usize + py) * size + x as usize + px] = (v - norm.mean[c]) / norm.std[c];
+        }
+    }
+    (out, lb)
+}
+
+/// One decoded, preprocessed image.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Index into `Project::images`.
+    pub index: usize,
+    /// Normalised CHW pixels.
+    pub pixels: Vec<f32>,
+    pub letterbox: Letterbox,
+    pub class: Option<usize>,
+    /// Boxes in input pixels.
+    pub objects: Vec<Object>,
+}
+
+/// Which images a split contributes to an objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any image (pretraining).
+    Pixels,
+    /// An image-level class.
+    Class,
+    /// Labelled for detection (boxes, or a labelled negative).
+    Boxes,
+}
+
+pub struct Dataset {
+    pub size: usize,
+    pub items: Vec<Item>,
+    /// Files that could not be used, with the reason.
+    pub skipped: Vec<String>,
+}
+
+impl Dataset {
+    pub fn load(project: &Project, split: Split, need: Need, size: usize, norm: &Normalization) -> Dataset {
+        let wanted: Vec<usize> = project
+            .indices_in(split)
+            .into_iter()
+            .filter(|&i| {
+                let e = &project.images[i];
+                match need {
+                    Need::Pixels => true,
+                    Need::Class => e.class.is_some(),
+                    Need::Boxes => e.labeled || !e.boxes.is_empty(),
+                }
+            })
+            .collect();
+        let results: Vec<std::result::Result<Item, String>> = wanted
+            .par_iter()
+            .map(|&i| {
+                let e = &project.images[i];
+                let img = crate::data::decode::load_image(&project.source_of(i)).map_err(|err| err.to_string())?;
+                let (pixels, letterbox) = preprocess(&img, size, norm);
+                let objects = e
+                    .boxes
+                    .iter()
+                    .filter(|b| b.width() > 0.0 && b.height() > 0.0)
+                    .map(|b| {
+                        let o = letterbox.to_input(b);
+                        let c = |v: f32| v.clamp(0.0, size as f32);
+                        Object { xmin: c(o.xmin), ymin: c(o.ymin), xmax: c(o.xmax), ymax: c(o.ymax), class: o.class }
+                    })
+                    .collect();
+                Ok(Item { index: i, pixels, letterbox, class: e.class, objects })
+            })
+            .collect();
+        let mut items = vec![];
+        let mut skipped = vec![];
+        for r in results {
+            match r {
+                Ok(it) => items.push(it),
+                Err(e) => skipped.push(e),
+            }
+        }
+        Dataset { size, items, skipped }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Per-channel mean/std over raw (un-normalised) pixels of up to 500 images of a split.
+pub fn compute_normalization(project: &Project, split: Split, size: usize) -> Normalization {
+    let ds = {
+        let mut p = project.clone();
+        let idx = p.indices_in(split);
+        let keep: std::collections::HashSet<usize> = idx.into_iter().take(500).collect();
+        for (i, e) in p.images.iter_mut().enumerate() {
+            if !keep.contains(&i) {
+                e.split = Split::Test; // excluded from the sample below (a throwaway copy)
+                if split == Split::Test {
+                    e.split = Split::Train;
+                }
+            }
+        }
+        Dataset::load(&p, split, Need::Pixels, size, &Normalization { mean: [0.0; 3], std: [1.0; 3] })
+    };
+    let mut sum = [0f64; 3];
+    let mut sq = [0f64; 3];
+    let mut n = 0f64;
+    let plane = size * size;
+    for it in &ds.items {
+        // Skip letterbox padding (exact zeros) so it does not bias the statistics.
+        for c in 0..3 {
+            for &v in &it.pixels[c * plane..(c + 1) * plane] {
+                sum[c] += v as f64;
+                sq[c] += (v * v) as f64;
+            }
+        }
+        n += plane as f64;
+    }
+    if n == 0.0 {
+        return Normalization::default();
+    }
+    let mut norm = Normalization::default();
+    for c in 0..3 {
+        let m = sum[c] / n;
+        norm.mean[c] = m as f32;
+        norm.std[c] = ((sq[c] / n - m * m).max(1e-6).sqrt() as f32).max(0.02);
+    }
+    norm
+}
+
+/// Data augmentation, applied to the cached arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    pub hflip: bool,
+    /// Vertical flips and 90° rotations too (for data without an up direction, e.g. shapes, cells).
+    pub dihedral: bool,
+    /// Largest random shift as a fraction of the input size.
+    pub translate: f32,
+}
+
+impl Augment {
+    pub fn none() -> Augment {
+        Augment { hflip: false, dihedral: false, translate: 0.0 }
+    }
+}
+
+/// A batch ready for the model.
+pub struct Batch {
+    /// `[B, 3, S, S]`
+    pub images: Tensor,
+    pub classes: Vec<Option<usize>>,
+    pub objects: Vec<Vec<Object>>,
+    pub indices: Vec<usize>,
+}
+
+/// Transforms one item: integer shift (zero fill) + optional flips/rotation; boxes follow, and boxes left less than
+/// half visible are dropped.
+fn augment_item(item: &Item, size: usize, aug: &Augment, rng: &mut StdRng) -> (Vec<f32>, Vec<Object>) {
+    let max_shift = (aug.translate * size as f32) as i64;
+    let (dx, dy) = if max_shift > 0 {
+        (rng.random_range(-max_shift..=max_shift), rng.random_range(-max_shift..=max_shift))
+    } else {
+        (0, 0)
+    };
+    let hflip = aug.hflip && rng.random_bool(0.5);
+    let (vflip, transpose) = if aug.dihedral { (rng.random_bool(0.5), rng.random_bool(0.5)) } else { (false, false) };
+    if dx == 0 && dy == 0 && !hflip && !vflip && !transpose {
+        return (item.pixels.clone(), item.objects.clone());
+    }
+    let s = size as i64;
+    let plane = size * size;
+    let mut out = vec![0f32; 3 * plane];
+    // Output pixel (x, y) reads source ((x', y') after inverse transform).
+    for y in 0..s {
+        for x in 0..s {
+            let (mut sx, mut sy) = (x - dx, y - dy);
+            if hflip {
+                sx = s - 1 - sx;
+            }
+            if vflip {
+                sy = s - 1 - sy;
+            }
+            if transpose {
+                std::mem::swap(&mut sx, &mut sy);
+            }
+            if sx < 0 || sy < 0 || sx >= s || sy >= s {
+                continue;
+            }
+            let (o, i) = ((y * s + x) as usize, (sy * s + sx) as usize);
+            for c in 0..3 {
+                out[c * plane + o] = item.pixels[c * plane + i];
+            }
+        }
+    }
+    let sf = size as f32;
+    let objects = item
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let (mut x0, mut y0, mut x1, mut y1) = (o.xmin, o.ymin, o.xmax, o.ymax);
+            // Forward transform is the inverse sequence in reverse: transpose, vflip, hflip, shift.
+            if transpose {
+                (x0, y0, x1, y1) = (y0, x0, y1, x1);
+            }
+            if vflip {
+                (y0, y1) = (sf - y1, sf - y0);
+            }
+            if hflip {
+                (x0, x1) = (sf - x1, sf - x0);
+            }
+            let (x0s, y0s, x1s, y1s) = (x0 + dx as f32, y0 + dy as f32, x1 + dx as f32, y1 + dy as f32);
+            let c = |v: f32| v.clamp(0.0, sf);
+            let area = (x1s - x0s) * (y1s - y0s);
+            let visible = (c(x1s) - c(x0s)) * (c(y1s) - c(y0s));
+            (area > 0.0 && visible >= 0.5 * area)
+                .then_some(Object { xmin: c(x0s), ymin: c(y0s), xmax: c(x1s), ymax: c(y1s), class: o.class })
+        })
+        .collect();
+    (out, objects)
+}
+
+/// Deterministic batch order: epoch `e` visits a permutation seeded by (seed, e).
+pub struct Sampler {
+    pub n: usize,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+impl Sampler {
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.n.div_ceil(self.batch).max(1) as u64
+    }
+    /// Item indices of (micro-)batch number `k` (counted from the start of training).
+    pub fn batch_indices(&self, k: u64) -> Vec<usize> {
+        let spe = self.steps_per_epoch();
+        let (epoch, pos) = (k / spe, (k % spe) as usize);
+        let mut perm: Vec<usize> = (0..self.n).collect();
+        perm.shuffle(&mut StdRng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch));
+        (0..self.batch).map(|j| perm[(pos * self.batch + j) % self.n]).collect()
+    }
+}
+
+pub fn make_batch(ds: &Dataset, indices: &[usize], aug: &Augment, rng_seed: u64, device: &Device) -> CResult<Batch> {
+    let size = ds.size;
+    let parts: Vec<(Vec<f32>, Vec<Object>)> = indices
+        .par_iter()
+        .enumerate()
+        .map(|(j, &i)| {
+            let mut rng = StdRng::seed_from_u64(rng_seed.wrapping_add(j as u64 * 0x2545_F491_4F6C_DD1D));
+            augment_item(&ds.items[i], size, aug, &mut rng)
+        })
+        .collect();
+    let mut flat = Vec::with_capacity(indices.len() * 3 * size * size);
+    let mut objects = Vec::with_capacity(indices.len());
+    for (p, o) in parts {
+        flat.extend_from_slice(&p);
+        objects.push(o);
+    }
+    Ok(Batch {
+        images: Tensor::from_vec(flat, (indices.len(), 3, size, size), device)?,
+        classes: indices.iter().map(|&i| ds.items[i].class).collect(),
+        objects,
+        indices: indices.iter().map(|&i| ds.items[i].index).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letterbox_round_trips_boxes() {
+        let lb = Letterbox::new(200, 100, 64);
+        let b = BBox { xmin: 10.0, ymin: 20.0, xmax: 150.0, ymax: 90.0, class: 1 };
+        let back = lb.to_original(&lb.to_input(&b));
+        assert!((back.xmin - 10.0).abs() < 1e-3 && (back.ymax - 90.0).abs() < 1e-3);
+        assert_eq!(lb.pad_x, 0.0);
+        assert_eq!(lb.pad_y, 16.0);
+    }
+
+    #[test]
+    fn augmentation_moves_boxes_with_pixels() {
+        // A single bright pixel block at a known box; after any transform the box must still cover it.
+        let size = 16;
+        let mut pixels = vec![0f32; 3 * size * size];
+        for y in 2..5 {
+            for x in 9..13 {
+                pixels[y * size + x] = 1.0;
+            }
+        }
+        let item = Item {
+            index: 0,
+            pixels,
+            letterbox: Letterbox::new(16, 16, 16),
+            class: None,
+            objects: vec![Object { xmin: 9.0, ymin: 2.0, xmax: 13.0, ymax: 5.0, class: 0 }],
+        };
+        let aug = Augment { hflip: true, dihedral: true, translate: 0.1 };
+        for seed in 0..20 {
+            let (p, objs) = augment_item(&item, size, &aug, &mut StdRng::seed_from_u64(seed));
+            let o = objs[0];
+            let mut inside = 0.0;
+            let total: f32 = p[..size * size].iter().sum();
+            for y in 0..size {
+                for x in 0..size {
+                    if (x as f32) >= o.xmin && (x as f32) < o.xmax && (y as f32) >= o.ymin && (y as f32) < o.ymax {
+                        inside += p[y * size + x];
+                    }
+                }
+            }
+            assert_eq!(inside, total, "seed {seed}: box {o:?} does not cover the moved pixels");
+            assert_eq!(total, 12.0);
+        }
+    }
+
+    #[test]
+    fn sampler_is_deterministic_and_covers_an_epoch() {
+        let s = Sampler { n: 10, batch: 4, seed: 3 };
+        assert_eq!(s.batch_indices(5), s.batch_indices(5));
+        let mut seen: Vec<usize> = (0..3).flat_map(|k| s.batch_indices(k)).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 10);
+    }
+}
