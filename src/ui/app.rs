@@ -224,9 +224,9 @@ impl TesseraApp {
                         out.push(Message::ToggleHelp);
                     }
                     let (icon, next, tip) = match self.state.settings.theme {
-                        ThemeChoice::System => ("◐", ThemeChoice::Light, "Theme: follows the system (click for light)"),
+                        ThemeChoice::System => ("🖥", ThemeChoice::Light, "Theme: follows the system (click for light)"),
                         ThemeChoice::Light => ("☀", ThemeChoice::Dark, "Theme: light (click for dark)"),
-                        ThemeChoice::Dark => ("☾", ThemeChoice::System, "Theme: dark (click to follow the system)"),
+                        ThemeChoice::Dark => ("🌙", ThemeChoice::System, "Theme: dark (click to follow the system)"),
                     };
                     if ui.button(icon).on_hover_text(tip).clicked() {
                         out.push(Message::SetTheme(next));
@@ -323,7 +323,7 @@ impl TesseraApp {
                     ui.set_max_width(380.0);
                     ui.horizontal(|ui| {
                         let color = if n.level == NoticeLevel::Warning { theme::WARN } else { theme::ACCENT };
-                        ui.label(RichText::new("●").color(color));
+                        ui.label(RichText::new("•").color(color));
                         ui.label(&n.text);
                         if ui.small_button("✖").clicked() {
                             out.push(Message::DismissNotice(n.id));
@@ -349,7 +349,7 @@ impl TesseraApp {
                     ("W", "draw mode (draw even over boxes)"),
                     ("drag a box / a handle", "move / resize it"),
                     ("1 … 9", "class of the selected box, or of the image"),
-                    ("A / D, ← / →", "previous / next image"),
+                    ("A / D, ⬅ / ➡", "previous / next image"),
                     ("Del, Backspace", "delete the selected box"),
                     ("Space", "mark done, next image"),
                     ("P", "suggest labels with the model"),

@@ -9,20 +9,25 @@ use crate::model::{PredictOptions, Predictor};
 
 /// Writes the procedural shapes demo project into `dir` and returns it.
 pub fn create_demo_project(dir: &Path) -> anyhow::Result<Project> {
-    let _ = dir;
-    anyhow::bail!("the demo data generator is not part of this build yet")
+    crate::data::demo::write_demo(dir, &crate::data::demo::DemoOptions::default())
 }
 
 /// Opens a Tessera project folder (or its tessera.json), or imports any supported dataset at `path`.
+/// Import skips and warnings are kept in the project's warnings so the Project view can list them.
 pub fn open_project_or_dataset(path: &Path) -> anyhow::Result<Project> {
-    let project_file = if path.is_dir() { path.join(crate::data::project::PROJECT_FILE) } else { path.to_path_buf() };
-    if project_file.file_name().is_some_and(|n| n == crate::data::project::PROJECT_FILE) && project_file.exists() {
-        return Ok(Project::load(&project_file)?);
+    let (mut project, report) = crate::data::import::open_project_or_dataset(path)?;
+    for s in &report.skipped {
+        let w = format!("skipped {}: {}", s.path, s.reason);
+        if !project.warnings.contains(&w) {
+            project.warnings.push(w);
+        }
     }
-    if !path.exists() {
-        anyhow::bail!("{}: no such file or folder", path.display());
+    for w in &report.warnings {
+        if !project.warnings.contains(w) {
+            project.warnings.push(w.clone());
+        }
     }
-    anyhow::bail!("{}: importing datasets is not part of this build yet (open a Tessera project folder)", path.display())
+    Ok(project)
 }
 
 /// Evaluates `predictor` on `split` of `project`.

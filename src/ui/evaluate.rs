@@ -88,7 +88,7 @@ impl EvaluatePanel {
                             let mut wrong: Vec<_> = r.items.iter().filter(|i| i.1 != i.2).collect();
                             wrong.sort_by(|a, b| b.3.total_cmp(&a.3));
                             let name = |c: usize| project.classes.get(c).map(|c| c.name.clone()).unwrap_or_default();
-                            let items: Vec<(usize, String)> = wrong.iter().take(40).map(|i| (i.0, format!("{} → {} {:.0}%", name(i.1), name(i.2), i.3 * 100.0))).collect();
+                            let items: Vec<(usize, String)> = wrong.iter().take(40).map(|i| (i.0, format!("{} as {} {:.0}%", name(i.1), name(i.2), i.3 * 100.0))).collect();
                             gallery(ui, state, project, &items, out);
                         }
                     }

@@ -172,7 +172,7 @@ impl InsidePanel {
                     ui.label(RichText::new(format!("⚠ {e}")).color(theme::BAD));
                 }
                 Some(Ok(None)) => {
-                    ui.label(RichText::new("This model has no generative head: pretrain it (Train → Pretraining) to see what it imagines.").color(ui.visuals().weak_text_color()));
+                    ui.label(RichText::new("This model has no generative head: pretrain it (Train, Pretraining) to see what it imagines.").color(ui.visuals().weak_text_color()));
                 }
                 Some(Ok(Some(tex))) => {
                     ui.horizontal(|ui| {

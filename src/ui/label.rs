@@ -272,7 +272,7 @@ impl LabelPanel {
                     self.canvas.reset_view();
                 }
                 if project.task == Task::Detect {
-                    ui.toggle_value(&mut self.canvas.draw_mode, "▭ Draw").on_hover_text("Draw a box (W); or just drag on empty space");
+                    ui.toggle_value(&mut self.canvas.draw_mode, "⬜ Draw").on_hover_text("Draw a box (W); or just drag on empty space");
                 }
             });
         });
@@ -281,7 +281,7 @@ impl LabelPanel {
 
     fn canvas_ui(&mut self, ui: &mut egui::Ui, state: &AppState, project: &Project, out: &mut Vec<Message>) {
         let Some(image) = state.current_image.filter(|&i| i < project.images.len()) else {
-            theme::empty_state(ui, "▭", "No image selected", "Pick an image on the left.");
+            theme::empty_state(ui, "⬜", "No image selected", "Pick an image on the left.");
             return;
         };
         let im = &project.images[image];

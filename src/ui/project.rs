@@ -93,7 +93,7 @@ impl ProjectPanel {
                 if ui.button("✚ New project…").clicked() {
                     self.show_new = !self.show_new;
                 }
-                if ui.add_enabled(state.opening.is_none(), egui::Button::new("◆ Demo project")).on_hover_text("The procedural shapes demo").clicked() {
+                if ui.add_enabled(state.opening.is_none(), egui::Button::new("♦ Demo project")).on_hover_text("The procedural shapes demo").clicked() {
                     out.push(Message::CreateDemo);
                 }
             });
@@ -153,7 +153,7 @@ impl ProjectPanel {
                     let current = state.project.as_ref().is_some_and(|c| &c.root == p);
                     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string());
                     let exists = p.exists();
-                    let text = if current { RichText::new(format!("● {name}")).strong() } else { RichText::new(name) };
+                    let text = if current { RichText::new(format!("• {name}")).strong() } else { RichText::new(name) };
                     if ui.add_enabled(exists, egui::Button::new(text).frame(false)).on_hover_text(p.display().to_string()).clicked() {
                         out.push(Message::OpenPath(p.clone()));
                     }
@@ -212,7 +212,7 @@ impl ProjectPanel {
                         if ui.small_button("✏").on_hover_text("Rename (renaming onto an existing name merges)").clicked() {
                             self.renaming = Some((i, class.name.clone()));
                         }
-                        ui.menu_button("⇢", |ui| {
+                        ui.menu_button("⤵", |ui| {
                             ui.label("Merge into…");
                             for (j, other) in project.classes.iter().enumerate() {
                                 if j != i && ui.button(&other.name).clicked() {

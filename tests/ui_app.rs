@@ -1,0 +1,388 @@
+//! UI tests: egui_kittest drives the real app (the same `TesseraApp` the window runs) with mouse and keys.
+//! Every test uses its own temporary config/data folders and generated data; nothing needs a display.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use egui::{Key, Modifiers, Pos2};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+
+use tessera::data::project::{BBox, ImageEntry, ImageSource, Project, Split, Task};
+use tessera::model::{Detection, Prediction};
+use tessera::ui::app::Autopilot;
+use tessera::ui::state::{AppPaths, AppState, Message, PredictItem, View};
+use tessera::ui::TesseraApp;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    Env { _dir: dir, root }
+}
+
+fn harness(env: &Env) -> Harness<'static, TesseraApp> {
+    let paths = AppPaths { config_dir: env.root.join("config"), data_dir: env.root.join("data") };
+    let ctx = egui::Context::default();
+    let app = TesseraApp::with_state(&ctx, AppState::new(paths), Autopilot::default());
+    Harness::builder().with_size(egui::vec2(1360.0, 860.0)).build_ui_state(|ui, app: &mut TesseraApp| app.frame(ui), app)
+}
+
+/// Steps frames (in real time, so background threads get to work) until `done` holds.
+fn run_until(h: &mut Harness<'static, TesseraApp>, what: &str, secs: u64, done: impl Fn(&TesseraApp) -> bool) {
+    let start = Instant::now();
+    loop {
+        h.step();
+        if done(h.state()) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(15));
+    }
+}
+
+fn apply(h: &mut Harness<'static, TesseraApp>, m: Message) {
+    h.state_mut().state.apply(m);
+    h.step();
+}
+
+/// A small project of plain generated images (no labels), written to `dir`.
+fn tiny_project(dir: &Path, task: Task, n: usize) -> Project {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let mut p = Project::new("tiny", task, dir);
+    for c in ["red", "green", "blue"] {
+        p.class_index_or_add(c);
+    }
+    for i in 0..n {
+        let img = image::RgbImage::from_fn(80, 60, |x, y| image::Rgb([(x * 3) as u8, (y * 4) as u8, (i * 40) as u8]));
+        let rel = PathBuf::from(format!("images/img{i}.png"));
+        img.save(dir.join(&rel)).unwrap();
+        p.images.push(ImageEntry { source: ImageSource::File(rel), width: 80, height: 60, split: Split::Train, class: None, boxes: vec![], labeled: false });
+    }
+    p.save().unwrap();
+    p
+}
+
+fn open(h: &mut Harness<'static, TesseraApp>, dir: &Path) {
+    apply(h, Message::OpenPath(dir.to_path_buf()));
+    run_until(h, "the project to open", 30, |a| a.state.project.is_some() && a.state.opening.is_none());
+}
+
+/// Waits until the Label view shows the current image fully loaded.
+fn wait_for_canvas(h: &mut Harness<'static, TesseraApp>) {
+    run_until(h, "the image to load", 30, |a| {
+        let (Some(p), Some(i)) = (&a.state.project, a.state.current_image) else { return false };
+        matches!(a.state.images.get(&p.source_of(i), tessera::ui::images::ImageKind::Full), tessera::ui::images::ImageSlot::Ready(..))
+    });
+    h.step();
+    h.step();
+}
+
+fn drag(h: &mut Harness<'static, TesseraApp>, from: Pos2, to: Pos2) {
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.step();
+    for k in 1..=4 {
+        let t = k as f32 / 4.0;
+        h.hover_at(from + (to - from) * t);
+        h.step();
+    }
+    h.drop_at(to);
+    h.step();
+    h.step();
+}
+
+fn boxes(a: &TesseraApp, image: usize) -> Vec<BBox> {
+    a.state.project.as_ref().unwrap().images[image].boxes.clone()
+}
+
+#[test]
+fn demo_project_is_created_and_shown() {
+    let env = env();
+    let mut h = harness(&env);
+    apply(&mut h, Message::CreateDemo);
+    run_until(&mut h, "the demo project", 120, |a| a.state.project.is_some());
+    let a = h.state();
+    let p = a.state.project.as_ref().unwrap();
+    assert!(p.images.len() >= 100, "demo has {} images", p.images.len());
+    assert_eq!(p.class_names(), ["circle", "square", "triangle", "star", "cross"]);
+    assert!(p.root.starts_with(env.root.join("data")), "demo goes to the data dir: {}", p.root.display());
+    assert!(p.root.join("tessera.json").is_file());
+    // The project view lists the classes with their counts.
+    h.step();
+    assert!(h.query_by_label("circle").is_some(), "class list shows the demo classes");
+    // It is remembered as the last project.
+    assert_eq!(h.state().state.settings.recent_projects.first(), Some(&p_root(&h)));
+}
+
+fn p_root(h: &Harness<'static, TesseraApp>) -> PathBuf {
+    h.state().state.project.as_ref().unwrap().root.clone()
+}
+
+#[test]
+fn draw_move_undo_redo_and_class_by_key() {
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Detect, 3);
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Label));
+    apply(&mut h, Message::SelectImage(Some(0)));
+    wait_for_canvas(&mut h);
+    assert!(boxes(h.state(), 0).is_empty());
+
+    // Draw a box by dragging from image pixel (10,10) to (40,30).
+    let canvas = h.state().label_panel.canvas.clone();
+    let (a, b) = (canvas.image_to_screen(Pos2::new(10.0, 10.0)), canvas.image_to_screen(Pos2::new(40.0, 30.0)));
+    drag(&mut h, a, b);
+    let drawn = boxes(h.state(), 0);
+    assert_eq!(drawn.len(), 1, "one box drawn");
+    let d = drawn[0];
+    for (got, want) in [(d.xmin, 10.0), (d.ymin, 10.0), (d.xmax, 40.0), (d.ymax, 30.0)] {
+        assert!((got - want).abs() < 1.0, "box {d:?} should be ~(10,10)-(40,30)");
+    }
+    assert_eq!(h.state().state.selected_box, Some(0), "the new box is selected");
+
+    // A digit right after drawing sets the box's class.
+    h.key_press(Key::Num3);
+    h.step();
+    assert_eq!(boxes(h.state(), 0)[0].class, 2);
+
+    // Move it by dragging its inside 8 pixels right and 5 down.
+    let canvas = h.state().label_panel.canvas.clone();
+    let (from, to) = (canvas.image_to_screen(Pos2::new(25.0, 20.0)), canvas.image_to_screen(Pos2::new(33.0, 25.0)));
+    drag(&mut h, from, to);
+    let moved = boxes(h.state(), 0);
+    assert_eq!(moved.len(), 1, "moving does not add a box");
+    assert!((moved[0].xmin - 18.0).abs() < 1.0 && (moved[0].ymin - 15.0).abs() < 1.0, "moved box {:?}", moved[0]);
+    assert!((moved[0].width() - 30.0).abs() < 0.5, "moving keeps the size");
+
+    // Ctrl+Z undoes the move, then the class change, then the drawing; Ctrl+Shift+Z redoes.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.step();
+    assert!((boxes(h.state(), 0)[0].xmin - 10.0).abs() < 1.0, "undo restores the position");
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.step();
+    assert!(boxes(h.state(), 0).is_empty(), "undo removes the drawn box");
+    h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+    h.step();
+    assert_eq!(boxes(h.state(), 0).len(), 1, "redo brings it back");
+
+    // Delete key removes the selected box.
+    apply(&mut h, Message::SelectBox(Some(0)));
+    h.key_press(Key::Delete);
+    h.step();
+    assert!(boxes(h.state(), 0).is_empty());
+}
+
+#[test]
+fn resize_with_a_handle() {
+    let env = env();
+    let dir = env.root.join("proj");
+    let mut p = tiny_project(&dir, Task::Detect, 1);
+    p.images[0].boxes.push(BBox { xmin: 10.0, ymin: 10.0, xmax: 30.0, ymax: 30.0, class: 0 });
+    p.save().unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Label));
+    wait_for_canvas(&mut h);
+    apply(&mut h, Message::SelectBox(Some(0)));
+    let canvas = h.state().label_panel.canvas.clone();
+    drag(&mut h, canvas.image_to_screen(Pos2::new(30.0, 30.0)), canvas.image_to_screen(Pos2::new(50.0, 40.0)));
+    let b = boxes(h.state(), 0)[0];
+    assert!((b.xmin - 10.0).abs() < 0.5 && (b.ymin - 10.0).abs() < 0.5, "the opposite corner stays: {b:?}");
+    assert!((b.xmax - 50.0).abs() < 1.0 && (b.ymax - 40.0).abs() < 1.0, "the dragged corner follows: {b:?}");
+}
+
+#[test]
+fn classify_by_key_press_advances_and_autosaves() {
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Classify, 3);
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Label));
+    apply(&mut h, Message::SelectImage(Some(0)));
+    h.step();
+    h.key_press(Key::Num2);
+    h.step();
+    h.step();
+    let a = h.state();
+    assert_eq!(a.state.project.as_ref().unwrap().images[0].class, Some(1), "key 2 sets class index 1");
+    assert_eq!(a.state.current_image, Some(1), "and moves to the next image");
+    // Autosave writes it to disk, atomically, without a Ctrl+S.
+    run_until(&mut h, "autosave", 20, |a| !a.state.dirty && !a.state.saving && a.state.last_saved.is_some());
+    let on_disk = Project::load(&dir).unwrap();
+    assert_eq!(on_disk.images[0].class, Some(1));
+    assert!(on_disk.images[0].labeled);
+}
+
+#[test]
+fn class_merge_and_delete_are_undoable() {
+    let env = env();
+    let dir = env.root.join("proj");
+    let mut p = tiny_project(&dir, Task::Detect, 2);
+    p.images[0].boxes = vec![BBox { xmin: 1.0, ymin: 1.0, xmax: 9.0, ymax: 9.0, class: 0 }, BBox { xmin: 2.0, ymin: 2.0, xmax: 9.0, ymax: 9.0, class: 2 }];
+    p.save().unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::MergeClass { from: 0, into: 2 });
+    {
+        let p = h.state().state.project.as_ref().unwrap();
+        assert_eq!(p.class_names(), ["green", "blue"]);
+        assert!(p.images[0].boxes.iter().all(|b| b.class == 1), "red boxes became blue (now index 1)");
+    }
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.step();
+    assert_eq!(h.state().state.project.as_ref().unwrap().class_names(), ["red", "green", "blue"]);
+    apply(&mut h, Message::DeleteClass(2));
+    let p = h.state().state.project.as_ref().unwrap();
+    assert_eq!(p.images[0].boxes.len(), 1, "blue's box is gone");
+    assert_eq!(p.images[0].boxes[0].class, 0);
+    // Rename through the UI state keeps labels.
+    apply(&mut h, Message::RenameClass(0, "crimson".into()));
+    assert_eq!(h.state().state.project.as_ref().unwrap().classes[0].name, "crimson");
+}
+
+fn fake_prediction() -> Prediction {
+    let det = |x: f32, score: f32, class: usize| Detection { bbox: BBox { xmin: x, ymin: 5.0, xmax: x + 10.0, ymax: 20.0, class }, score };
+    Prediction { probs: vec![], detections: vec![det(5.0, 0.92, 0), det(25.0, 0.61, 1), det(45.0, 0.22, 2)] }
+}
+
+#[test]
+fn threshold_slider_filters_cached_boxes() {
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Detect, 1);
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Predict));
+    h.state_mut().state.predict_items.push(PredictItem { id: 99, path: dir.join("images/img0.png"), prediction: Some(Ok(fake_prediction())), requested: true });
+    apply(&mut h, Message::SetThreshold(0.1));
+    run_until(&mut h, "the predicted image", 20, |a| a.predict_panel.drawn_boxes == 3);
+    // Move the slider (through accessibility, like a screen reader or keyboard user would).
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "confidence threshold").set_value_accesskit(0.5);
+    h.step();
+    h.step();
+    assert!((h.state().state.settings.threshold - 0.5).abs() < 1e-3);
+    assert_eq!(h.state().predict_panel.drawn_boxes, 2, "the 0.22 box disappears");
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "confidence threshold").set_value_accesskit(0.95);
+    h.step();
+    h.step();
+    assert_eq!(h.state().predict_panel.drawn_boxes, 0, "all boxes are below 0.95");
+}
+
+#[derive(Debug)]
+struct Dropped(PathBuf);
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn dropping_images_opens_them_in_predict() {
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Detect, 2);
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    let files: Vec<egui::DroppedFileHandle> = ["images/img0.png", "images/img1.png", "notes.txt"]
+        .iter()
+        .map(|f| std::sync::Arc::new(Dropped(dir.join(f))) as egui::DroppedFileHandle)
+        .collect();
+    h.input_mut().dropped_files = files;
+    h.step();
+    h.step();
+    let a = h.state();
+    assert_eq!(a.state.view, View::Predict, "dropping images switches to Predict");
+    assert_eq!(a.state.predict_items.len(), 2, "both images are listed, the text file is not");
+    // Without a model the view says so instead of spinning forever.
+    assert!(h.query_by_label_contains("No model loaded").is_some());
+}
+
+#[test]
+fn training_errors_are_shown_and_the_app_keeps_running() {
+    let env = env();
+    let dir = env.root.join("empty");
+    std::fs::create_dir_all(&dir).unwrap();
+    Project::new("empty", Task::Detect, &dir).save().unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    let mut t = h.state().state.settings.train.clone();
+    t.pretrain = true; // lets the UI start a run on a project without labels
+    apply(&mut h, Message::SetTrainSettings(t));
+    apply(&mut h, Message::ShowView(View::Train));
+    h.get_by_label_contains("Start training").click();
+    run_until(&mut h, "the run to fail", 60, |a| a.state.runs.last().is_some_and(|r| matches!(r.status, tessera::ui::state::RunStatus::Failed(_))));
+    let a = h.state();
+    assert!(a.state.notices.iter().any(|n| n.level == tessera::ui::state::NoticeLevel::Error && n.text.contains("Training failed")));
+    assert!(!a.state.is_training());
+    h.step();
+    assert!(h.query_by_label_contains("Training failed").is_some(), "the error is on screen");
+}
+
+#[test]
+fn help_overlay_toggles_with_f1() {
+    let env = env();
+    let mut h = harness(&env);
+    h.step();
+    h.key_press(Key::F1);
+    h.step();
+    assert!(h.state().state.show_help);
+    h.step();
+    assert!(h.query_by_label("Keyboard shortcuts").is_some());
+    h.key_press(Key::F1);
+    h.step();
+    assert!(!h.state().state.show_help);
+}
+
+#[test]
+fn settings_and_recent_projects_persist() {
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Detect, 1);
+    {
+        let mut h = harness(&env);
+        open(&mut h, &dir);
+        apply(&mut h, Message::SetThreshold(0.7));
+        h.state_mut().state.save_blocking();
+    }
+    let paths = AppPaths { config_dir: env.root.join("config"), data_dir: env.root.join("data") };
+    let state = AppState::new(paths);
+    assert!((state.settings.threshold - 0.7).abs() < 1e-6);
+    assert_eq!(state.settings.last_project.as_deref(), Some(dir.as_path()));
+}
+
+/// Every non-ASCII symbol in the UI's string literals must exist in the fonts the app ships, or it would
+/// draw as a box (and kittest refuses missing glyphs).
+#[test]
+fn every_symbol_in_the_ui_has_a_glyph() {
+    let mut h = Harness::builder().build_ui(|ui| {
+        ui.label("x");
+    });
+    h.step();
+    let mut symbols: Vec<char> = Vec::new();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/ui")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for part in line.split('"').skip(1).step_by(2) {
+                symbols.extend(part.chars().filter(|c| !c.is_ascii()));
+            }
+        }
+    }
+    symbols.sort_unstable();
+    symbols.dedup();
+    let missing: Vec<char> = h.ctx.fonts_mut(|f| symbols.iter().copied().filter(|&c| !f.has_glyph(&egui::FontId::proportional(14.0), c)).collect());
+    assert!(missing.is_empty(), "no glyph for {missing:?}");
+}
