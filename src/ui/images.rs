@@ -132,7 +132,12 @@ impl ImageCache {
             let slot = match done.result {
                 Ok((pixels, size)) => {
                     let name = format!("{:?}:{}", done.kind, done.source.display_name());
-                    ImageSlot::Ready(ctx.load_texture(name, pixels, egui::TextureOptions::LINEAR), size)
+                    // Zoomed in, a labeller wants to see the real pixels, not a blur.
+                    let options = match done.kind {
+                        ImageKind::Full => egui::TextureOptions { magnification: egui::TextureFilter::Nearest, ..egui::TextureOptions::LINEAR },
+                        ImageKind::Thumb => egui::TextureOptions::LINEAR,
+                    };
+                    ImageSlot::Ready(ctx.load_texture(name, pixels, options), size)
                 }
                 Err(e) => ImageSlot::Failed(e),
             };
