@@ -1,6 +1,7 @@
 //! The headless command line. `tessera` with no subcommand opens the desktop app.
 //! Each group of subcommands lives in its own file with its own clap `Args` struct.
 pub mod bench;
+pub mod bench_model;
 pub mod data_cmds;
 pub mod demo_cmds;
 pub mod engine_cmds;

@@ -112,12 +112,22 @@ pub fn probe_file(path: &Path) -> Result<ImageProbe, DecodeError> {
     reader.seek(SeekFrom::Start(0)).map_err(|e| DecodeError::bad(path, format!("read error: {e}")))?;
     let mut r = ImageReader::with_format(reader, format);
     r.limits(decode_limits());
-    let mut decoder = r.into_decoder().map_err(|e| DecodeError::bad(path, format!("corrupt {format:?} header: {e}")))?;
+    let mut decoder = r.into_decoder().map_err(|e| DecodeError::bad(path, describe(format, e)))?;
     let (w, h) = decoder.dimensions();
     check_pixels(path, w, h)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (width, height) = if swaps_axes(orientation) { (h, w) } else { (w, h) };
     Ok(ImageProbe { width, height, format, extension_mismatch: extension_mismatch(path, format) })
+}
+
+/// A decoder error in words: memory-limit refusals say so, everything else is corrupt data.
+fn describe(format: ImageFormat, e: image::ImageError) -> String {
+    match e {
+        image::ImageError::Limits(l) => {
+            format!("{format:?} image is too large to decode ({l}); over the limit of {MAX_PIXELS} pixels (decompression-bomb guard)")
+        }
+        other => format!("corrupt {format:?} image: {other}"),
+    }
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -190,12 +200,12 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage, DecodeErr
     cursor.set_position(0);
     let mut reader = ImageReader::with_format(cursor, format);
     reader.limits(decode_limits());
-    let mut decoder = reader.into_decoder().map_err(|e| DecodeError::bad(path, format!("corrupt {format:?} image: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| DecodeError::bad(path, describe(format, e)))?;
     let (w, h) = decoder.dimensions();
     check_pixels(path, w, h)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::bad(path, format!("corrupt {format:?} image: {e}")))?;
+        DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::bad(path, describe(format, e)))?;
     img.apply_orientation(orientation);
     Ok(to_rgb8(img))
 }

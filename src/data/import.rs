@@ -461,6 +461,17 @@ fn finalize(parsed: Parsed, format: Format, src: &Path, project_root: &Path) -> 
                 ImageSource::File(p) => ImageSource::File(rel_cached(&mut rel_cache, &p, &project)),
             },
         };
+        let path_ok = match &source {
+            ImageSource::File(p) | ImageSource::Idx { file: p, .. } | ImageSource::DigitsCsv { file: p, .. } => p.to_str().is_some(),
+        };
+        if !path_ok {
+            // tessera.json is UTF-8 JSON: such a path could not be saved, so say so now rather than fail later.
+            skipped.push(Skip {
+                path: im.key.clone(),
+                reason: "the file path is not valid UTF-8 and cannot be stored in tessera.json; rename the file".into(),
+            });
+            continue;
+        }
         dataset_splits.push(im.split);
         keys.push(im.key);
         project.images.push(ImageEntry {

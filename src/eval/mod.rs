@@ -1,7 +1,10 @@
 //! Evaluation: metrics (accuracy, confusion, COCO-style AP) and reports over a project split.
 //!
 //! PUBLIC API CONTRACT (the UI is written against these report types).
+pub mod evaluate;
 pub mod metrics;
+
+pub use evaluate::{evaluate, evaluate_with, BatchPredictor, Evaluation};
 
 use serde::{Deserialize, Serialize};
 

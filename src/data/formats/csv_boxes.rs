@@ -54,8 +54,10 @@ pub fn read(src: &Path) -> Result<Parsed, FormatError> {
         return Err(FormatError::bad(src, "no CSV with a filename,class,xmin,ymin,xmax,ymax header found"));
     }
     // Split CSVs first, then the others (which only add images the split CSVs do not have).
-    let (mut split_files, other_files): (Vec<_>, Vec<_>) =
-        files.into_iter().partition(|f| split_from_name(&f.file_name().unwrap_or_default().to_string_lossy()).is_some());
+    let split_of = |f: &PathBuf| split_from_name(&f.file_name().unwrap_or_default().to_string_lossy());
+    let (mut split_files, other_files): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| split_of(f).is_some());
+    // train, then val, then test: an image listed in two splits stays in the first and is reported in the other.
+    split_files.sort_by_key(|f| split_of(f));
     let have_splits = !split_files.is_empty();
     split_files.extend(other_files);
 

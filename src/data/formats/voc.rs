@@ -196,7 +196,11 @@ fn read_image_sets(root: &Path, out: &mut Parsed) -> HashMap<String, Split> {
                 match read_text(&p) {
                     Ok(text) => {
                         for line in text.lines() {
-                            let Some(id) = line.split_whitespace().next() else { continue };
+                            // The whole line: image ids may contain spaces.
+                            let id = line.trim();
+                            if id.is_empty() {
+                                continue;
+                            }
                             if let Some(prev) = map.insert(id.to_string(), split) {
                                 if prev != split {
                                     out.warn(format!(

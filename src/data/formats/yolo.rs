@@ -178,7 +178,8 @@ pub fn parse_label_text(text: &str, label: &Path, names: &[String], names_known:
             out.skip(at, "coordinates must be finite numbers");
             continue;
         }
-        let quantum = tokens[1..].iter().map(|t| token_quantum(t)).fold(0.0f64, f64::max);
+        // The finest resolution on the line tells how the writer rounded (%.6f, %g, or full precision).
+        let quantum = tokens[1..].iter().map(|t| token_quantum(t)).fold(f64::MAX, f64::min);
         let coords = match nums.len() {
             4 => Coords::Normalized { cx: nums[0], cy: nums[1], w: nums[2], h: nums[3], quantum },
             k if k >= 6 && k % 2 == 0 => {
@@ -186,7 +187,7 @@ pub fn parse_label_text(text: &str, label: &Path, names: &[String], names_known:
                 let ys = nums.iter().skip(1).step_by(2);
                 let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
                 let (y0, y1) = ys.fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-                Coords::Normalized { cx: (x0 + x1) / 2.0, cy: (y0 + y1) / 2.0, w: x1 - x0, h: y1 - y0, quantum: 0.0 }
+                Coords::Normalized { cx: (x0 + x1) / 2.0, cy: (y0 + y1) / 2.0, w: x1 - x0, h: y1 - y0, quantum }
             }
             k => {
                 out.skip(at, format!("expected 'class cx cy w h' (or a polygon), found {} values", k + 1));

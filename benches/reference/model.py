@@ -1,0 +1,253 @@
+"""The Tessera model, layer for layer, in PyTorch (CPU): the reference Tessera's speed is judged against.
+
+Mirrors src/model/transformer.rs and src/model/objectives.rs exactly: parameter names, shapes, initialisation
+scheme, RMSNorm pre-norm blocks, fused qkv Linear with bias, tanh-approximated GELU MLP (candle's `gelu`), learned
+patch and token positions, prefix attention mask (bidirectional over the image patches, causal after them), pixel
+head and token head, and the three losses. Attention is written out (q k^T, mask, softmax, @ v) like Tessera's, which
+is also what torch 1.13 (Debian bookworm) users run: it has no fused scaled_dot_product_attention.
+"""
+import json
+import math
+import struct
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+INIT_STD = 0.02
+# Special tokens (src/model/vocab.rs).
+EOS, TASK_CLASSIFY, TASK_DETECT, NOISE, N_SPECIAL = 0, 1, 2, 3, 4
+
+
+def preset(name):
+    """src/model/config.rs ModelConfig::preset."""
+    base = dict(preset=name, image_size=64, patch_size=8, channels=3, dim=128, n_layers=4, n_heads=4, mlp_ratio=2,
+                n_bins=64, max_objects=10, n_classes=0, norm_eps=1e-5)
+    if name == "tiny":
+        return base
+    if name == "small":
+        return {**base, "dim": 256, "n_layers": 6, "n_heads": 8, "mlp_ratio": 4, "image_size": 96, "n_bins": 96,
+                "max_objects": 20}
+    raise ValueError(f"unknown preset {name}")
+
+
+class Config:
+    def __init__(self, d):
+        self.__dict__.update(d)
+        self.grid = self.image_size // self.patch_size
+        self.n_patches = self.grid * self.grid
+        self.patch_dim = self.patch_size * self.patch_size * self.channels
+        self.head_dim = self.dim // self.n_heads
+        self.max_output_tokens = 1 + 5 * self.max_objects + 1
+        self.vocab = N_SPECIAL + self.n_bins + self.n_classes
+        self.first_class = N_SPECIAL + self.n_bins
+
+
+class Linear(nn.Linear):
+    def __init__(self, i, o, std, bias=True):
+        super().__init__(i, o, bias=bias)
+        nn.init.normal_(self.weight, 0.0, std)
+        if bias:
+            nn.init.zeros_(self.bias)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt().reciprocal() * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        out_std = INIT_STD / math.sqrt(2.0 * cfg.n_layers)
+        self.qkv = Linear(cfg.dim, 3 * cfg.dim, INIT_STD)
+        self.proj = Linear(cfg.dim, cfg.dim, out_std)
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+
+    def forward(self, x, mask, cache=None):
+        """`cache`: (keys, values, offset) pre-allocated [B, H, capacity, hd], written in place."""
+        b, t, c = x.shape
+        qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if cache is not None:
+            kc, vc, off = cache
+            kc[:, :, off:off + t] = k
+            vc[:, :, off:off + t] = v
+            k, v = kc[:, :, :off + t], vc[:, :, :off + t]
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        if mask is not None:
+            scores = scores + mask
+        y = scores.softmax(-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        hidden = cfg.dim * cfg.mlp_ratio
+        self.fc1 = Linear(cfg.dim, hidden, INIT_STD)
+        self.fc2 = Linear(hidden, cfg.dim, INIT_STD / math.sqrt(2.0 * cfg.n_layers))
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.norm1 = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.norm2 = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = Mlp(cfg)
+
+    def forward(self, x, mask, cache=None):
+        x = x + self.attn(self.norm1(x), mask, cache)
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.patch_embed = Linear(cfg.patch_dim, cfg.dim, INIT_STD)
+        self.patch_pos = nn.Parameter(torch.randn(cfg.n_patches, cfg.dim) * INIT_STD)
+        self.token_embed = nn.Parameter(torch.randn(cfg.vocab, cfg.dim) * INIT_STD)
+        self.token_pos = nn.Parameter(torch.randn(cfg.max_output_tokens, cfg.dim) * INIT_STD)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.pixel_head = Linear(cfg.dim, cfg.patch_dim, INIT_STD)
+        self.token_head = Linear(cfg.dim, cfg.vocab, INIT_STD)
+
+    def embed(self, patches=None, tokens=None, token_offset=0):
+        parts = []
+        if patches is not None:
+            parts.append(self.patch_embed(patches) + self.patch_pos[: patches.shape[1]])
+        if tokens is not None:
+            l = tokens.shape[1]
+            parts.append(F.embedding(tokens, self.token_embed) + self.token_pos[token_offset:token_offset + l])
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    def forward_embedded(self, x, mask, cache=None):
+        """`cache`: KvCache or None."""
+        for i, block in enumerate(self.blocks):
+            layer_cache = None if cache is None else (cache.keys[i], cache.values[i], cache.len)
+            x = block(x, mask, layer_cache)
+        if cache is not None:
+            cache.len += x.shape[1]
+        return self.norm(x)
+
+    def forward(self, patches=None, tokens=None, mask=None):
+        return self.forward_embedded(self.embed(patches, tokens, 0), mask)
+
+
+class KvCache:
+    def __init__(self, cfg, batch, capacity):
+        shape = (batch, cfg.n_heads, capacity, cfg.head_dim)
+        self.keys = [torch.zeros(shape) for _ in range(cfg.n_layers)]
+        self.values = [torch.zeros(shape) for _ in range(cfg.n_layers)]
+        self.len = 0
+
+
+def prefix_mask(t, prefix):
+    i = torch.arange(t).unsqueeze(1)
+    j = torch.arange(t).unsqueeze(0)
+    allowed = (j < prefix) | (j <= i)
+    return torch.zeros(t, t).masked_fill(~allowed, float("-inf"))
+
+
+# ---- losses (src/model/objectives.rs) ----
+
+def normalize_patches(p):
+    centered = p - p.mean(-1, keepdim=True)
+    return centered / (centered.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+
+
+def pretrain_loss(model, patches, prefix):
+    n = patches.shape[1]
+    prefix = min(max(prefix, 1), n - 1)
+    h = model(patches, None, prefix_mask(n, prefix))
+    pred = model.pixel_head(h[:, prefix - 1:n - 1])
+    return (pred - normalize_patches(patches[:, prefix:])).pow(2).mean()
+
+
+def classify_logits(model, patches):
+    b, n, _ = patches.shape
+    task = torch.full((b, 1), TASK_CLASSIFY, dtype=torch.long)
+    h = model(patches, task, prefix_mask(n + 1, n))
+    logits = model.token_head(h[:, n])
+    return logits[:, model.cfg.first_class:model.cfg.first_class + model.cfg.n_classes]
+
+
+def classify_loss(model, patches, labels):
+    return F.cross_entropy(classify_logits(model, patches), labels)
+
+
+def detect_loss(model, patches, inp, target, weight):
+    n, l = patches.shape[1], inp.shape[1]
+    h = model(patches, inp, prefix_mask(n + l, n))
+    logp = F.log_softmax(model.token_head(h[:, n:]), -1)
+    nll = -logp.gather(2, target.unsqueeze(2)).squeeze(2)
+    return (nll * weight).sum() / max(float(weight.sum()), 1.0)
+
+
+@torch.no_grad()
+def detect_decode_full(model, patches, steps, cache=True):
+    """Greedy decoding of `steps` tokens after the task token, never stopping early (the worst case Tessera's
+    bench also measures). With `cache`: one prefill then one token per step through a pre-allocated KV cache;
+    without: the whole sequence is recomputed every step."""
+    cfg = model.cfg
+    b, n, _ = patches.shape
+    toks = torch.full((b, 1), TASK_DETECT, dtype=torch.long)
+    if cache:
+        kv = KvCache(cfg, b, n + cfg.max_output_tokens)
+        h = model.forward_embedded(model.embed(patches, toks, 0), prefix_mask(n + 1, n), kv)
+    else:
+        h = model(patches, toks, prefix_mask(n + 1, n))
+    for step in range(steps):
+        logits = model.token_head(h[:, -1])
+        logits[:, EOS] = float("-inf")
+        nxt = logits.argmax(-1, keepdim=True)
+        toks = torch.cat([toks, nxt], 1)
+        if step + 1 == steps:
+            break
+        if cache:
+            x = model.embed(None, nxt, toks.shape[1] - 1)
+            h = model.forward_embedded(x, None, kv)
+        else:
+            l = toks.shape[1]
+            h = model(patches, toks, prefix_mask(n + l, n))
+    return toks
+
+
+def make_optimizer(model, lr, weight_decay):
+    """AdamW as Tessera's (src/train/optim.rs): betas (0.9, 0.95), eps 1e-8, decay on matrices only."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+# ---- a tiny safetensors reader (the `safetensors` Python package is not in Debian bookworm) ----
+
+_DTYPES = {"F32": np.float32, "F64": np.float64, "U32": np.uint32, "I64": np.int64, "U8": np.uint8, "F16": np.float16}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        arr = np.frombuffer(data[start:end], dtype=_DTYPES[info["dtype"]]).reshape(info["shape"])
+        out[name] = arr.astype(np.int64) if arr.dtype == np.uint32 else arr.copy()
+    return out
