@@ -386,3 +386,106 @@ fn every_symbol_in_the_ui_has_a_glyph() {
     let missing: Vec<char> = h.ctx.fonts_mut(|f| symbols.iter().copied().filter(|&c| !f.has_glyph(&egui::FontId::proportional(14.0), c)).collect());
     assert!(missing.is_empty(), "no glyph for {missing:?}");
 }
+
+/// A stand-in for the training worker that speaks the same protocol: it reports steps until told to stop,
+/// then writes nothing and says Finished. It lets the UI's side of training be tested without a model.
+fn fake_worker(dir: &Path) -> tessera::train::TrainHandle {
+    use tessera::train::worker::{EvalStats, StepStats};
+    use tessera::train::{Command, Event};
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<Event>();
+    let ckpt = dir.join("ckpt");
+    let thread = std::thread::spawn(move || {
+        let _ = ev_tx.send(Event::Started { total_steps: 1000, device: "CPU".into(), parameters: 1_234_567 });
+        let mut step = 0u64;
+        loop {
+            match cmd_rx.try_recv() {
+                Ok(Command::Stop) => break,
+                Ok(_) | Err(crossbeam_channel::TryRecvError::Empty) => {}
+                Err(_) => return,
+            }
+            step += 1;
+            let loss = 2.0 / (1.0 + step as f32 * 0.05);
+            let stats = StepStats { step, total_steps: 1000, epoch: step as f32 / 100.0, losses: vec![("detect".into(), loss)], lr: 1e-3, images_per_sec: 120.0, elapsed_s: step as f32 * 0.01, eta_s: 10.0 };
+            let _ = ev_tx.send(Event::Step(stats));
+            if step % 20 == 0 {
+                let _ = ev_tx.send(Event::Eval(EvalStats { step, epoch: step as f32 / 100.0, val_losses: vec![("detect".into(), loss * 1.1)], metric_name: "map50".into(), metric: 0.01 * step as f32 }));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = ev_tx.send(Event::Finished { checkpoint: ckpt, reason: "stopped".into() });
+    });
+    tessera::train::TrainHandle { commands: cmd_tx, events: ev_rx, thread: Some(thread) }
+}
+
+#[test]
+fn live_training_events_fill_the_charts_and_stop_cleanly() {
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Detect, 1);
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Train));
+    let handle = fake_worker(&env.root);
+    h.state_mut().state.attach_run("run-1".into(), handle, env.root.join("run"), vec![], tessera::train::Objective::Detect);
+    run_until(&mut h, "loss points", 20, |a| a.state.runs[0].steps.len() >= 40 && !a.state.runs[0].evals.is_empty());
+    assert!(h.state().state.is_training());
+    assert!(h.query_by_label_contains("1.23 M parameters").is_some(), "the run's size is shown");
+    // Pause/Stop are offered while it runs; Stop ends it and the run is kept with its history.
+    h.get_by_label_contains("Stop").click();
+    run_until(&mut h, "the run to stop", 20, |a| !a.state.is_training());
+    let run = &h.state().state.runs[0];
+    assert!(matches!(run.status, tessera::ui::state::RunStatus::Finished(_)));
+    assert!(env.root.join("run/history.json").is_file(), "the run's curves are kept on disk for comparison");
+}
+
+#[test]
+fn closing_during_training_asks_then_stops_and_closes() {
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Detect, 1);
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    let handle = fake_worker(&env.root);
+    h.state_mut().state.attach_run("run-1".into(), handle, env.root.join("run"), vec![], tessera::train::Objective::Detect);
+    run_until(&mut h, "the run to start", 20, |a| !a.state.runs[0].steps.is_empty());
+    // The window manager asks to close.
+    h.input_mut().viewports.entry(egui::ViewportId::ROOT).or_default().events.push(egui::ViewportEvent::Close);
+    h.step();
+    assert!(root_commands(&h).iter().any(|c| matches!(c, egui::ViewportCommand::CancelClose)), "the close is held back");
+    h.step();
+    assert!(h.state().state.is_training(), "closing does not kill the run behind the user's back");
+    assert!(h.query_by_label("Training is still running").is_some(), "the app asks first");
+    h.get_by_label("Stop, save and quit").click();
+    // The frame that sees the run end is the one that closes the window.
+    run_until(&mut h, "the run to stop", 20, |a| !a.state.is_training());
+    assert!(root_commands(&h).iter().any(|c| matches!(c, egui::ViewportCommand::Close)), "the window closes once the run has stopped");
+    let run = &h.state().state.runs[0];
+    assert!(matches!(run.status, tessera::ui::state::RunStatus::Finished(_)), "{:?}", run.status);
+}
+
+fn root_commands(h: &Harness<'static, TesseraApp>) -> Vec<egui::ViewportCommand> {
+    h.output().viewport_output.get(&egui::ViewportId::ROOT).map(|v| v.commands.clone()).unwrap_or_default()
+}
+
+#[test]
+fn export_writes_annotated_pngs_and_json() {
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Detect, 1);
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    h.state_mut().state.predict_items.push(PredictItem { id: 7, path: dir.join("images/img0.png"), prediction: Some(Ok(fake_prediction())), requested: true });
+    apply(&mut h, Message::SetThreshold(0.5));
+    let out = env.root.join("export");
+    apply(&mut h, Message::ExportPredictions(out.clone()));
+    run_until(&mut h, "the export", 20, |a| !a.state.exporting);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("predictions.json")).unwrap()).unwrap();
+    let dets = json["images"][0]["detections"].as_array().unwrap();
+    assert_eq!(dets.len(), 2, "only boxes above the threshold are exported");
+    let png = std::fs::read_dir(&out).unwrap().flatten().find(|e| e.path().extension().is_some_and(|x| x == "png")).expect("an annotated PNG");
+    let img = image::open(png.path()).unwrap().to_rgb8();
+    let original = image::open(dir.join("images/img0.png")).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), original.dimensions());
+    assert_ne!(img.get_pixel(5, 10), original.get_pixel(5, 10), "the box edge is drawn onto the image");
+}

@@ -30,10 +30,25 @@ pub fn open_project_or_dataset(path: &Path) -> anyhow::Result<Project> {
     Ok(project)
 }
 
-/// Evaluates `predictor` on `split` of `project`.
-pub fn evaluate(predictor: &Predictor, project: &Project, split: Split, opts: &PredictOptions) -> anyhow::Result<EvalReport> {
-    let _ = (predictor, project, split, opts);
-    anyhow::bail!("evaluation is not part of this build yet")
+/// Evaluates `predictor` on `split` of `project`, reporting `(done, total)` images as it goes.
+/// Returns the report and notes about what was left out (undecodable images, classes the project lacks).
+pub fn evaluate(
+    predictor: &Predictor,
+    project: &Project,
+    split: Split,
+    opts: &PredictOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<(EvalReport, Vec<String>)> {
+    let ev = crate::eval::evaluate_with(predictor, project, split, opts, crate::eval::evaluate::DEFAULT_EVAL_BATCH, progress)?;
+    let mut notes = Vec::new();
+    if !ev.skipped.is_empty() {
+        let names: Vec<String> = ev.skipped.iter().take(5).map(|s| format!("{} ({})", s.name, s.reason)).collect();
+        notes.push(format!("{} image(s) could not be read and were left out: {}", ev.skipped.len(), names.join("; ")));
+    }
+    if !ev.unknown_classes.is_empty() {
+        notes.push(format!("The model knows classes this project lacks (counted as wrong): {}", ev.unknown_classes.join(", ")));
+    }
+    Ok((ev.report, notes))
 }
 
 /// The compute device the engine uses, as shown in the header.

@@ -21,7 +21,7 @@ pub enum JobResult {
     Predicted { id: u64, result: Result<Prediction, String> },
     /// Model-assisted labelling suggestions for a project image.
     Suggested { image: usize, result: Result<Suggestion, String> },
-    Evaluated { result: Result<EvalReport, String> },
+    Evaluated { result: Result<(EvalReport, Vec<String>), String> },
     Attention { key: String, result: Result<AttentionMap, String> },
     Reconstruction { key: String, keep: usize, result: Result<Option<DynamicImage>, String> },
     Saved { result: Result<(), String> },

@@ -447,6 +447,8 @@ pub struct AppState {
     pub eval_running: bool,
     pub eval_split: Split,
     pub eval_error: Option<String>,
+    /// (images done, images total) of the running evaluation.
+    pub eval_progress: Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)>,
     // Look inside
     pub attention: HashMap<String, Result<AttentionMap, String>>,
     pub reconstructions: HashMap<(String, usize), Result<Option<egui::TextureHandle>, String>>,
@@ -505,6 +507,7 @@ impl AppState {
             eval_running: false,
             eval_split: Split::Test,
             eval_error: None,
+            eval_progress: Default::default(),
             attention: HashMap::new(),
             reconstructions: HashMap::new(),
             pending_inside: 0,
@@ -806,9 +809,12 @@ impl AppState {
             JobResult::Evaluated { result } => {
                 self.eval_running = false;
                 match result {
-                    Ok(r) => {
+                    Ok((r, notes)) => {
                         self.eval_report = Some(r);
                         self.eval_error = None;
+                        for n in notes {
+                            self.notify(NoticeLevel::Warning, n);
+                        }
                     }
                     Err(e) => {
                         self.eval_error = Some(e.clone());
@@ -1367,6 +1373,12 @@ impl AppState {
         let first = stages.remove(0);
         let objective = first.objective;
         let handle = crate::train::start_training(project, first);
+        self.attach_run(name, handle, out_dir, stages, objective);
+    }
+
+    /// Adds a live run driven by `handle` (the engine's worker, or any sender of the same events) and
+    /// shows it in the Train view; `later_stages` run after it, each starting from the previous checkpoint.
+    pub fn attach_run(&mut self, name: String, handle: TrainHandle, out_dir: PathBuf, later_stages: Vec<TrainConfig>, objective: Objective) {
         for r in &mut self.runs {
             r.compare = false;
         }
@@ -1380,7 +1392,7 @@ impl AppState {
             device: String::new(),
             parameters: 0,
             total_steps: 0,
-            pending_stages: stages,
+            pending_stages: later_stages,
             stage_objective: Some(objective),
             step_offset: 0,
             stage_total: 0,
@@ -1510,11 +1522,24 @@ impl AppState {
         }
         self.eval_running = true;
         self.eval_split = split;
+        let progress = self.eval_progress.clone();
+        progress.0.store(0, std::sync::atomic::Ordering::Relaxed);
+        progress.1.store(project.indices_in(split).len(), std::sync::atomic::Ordering::Relaxed);
+        let ctx = self.ctx.clone();
+        // Precision and recall are reported at the threshold the user has chosen in Predict.
+        let threshold = self.settings.threshold;
         self.jobs.spawn(
             "evaluate",
             move || {
-                let opts = PredictOptions { threshold: 0.001, max_objects: 100, ..Default::default() };
-                JobResult::Evaluated { result: engine::evaluate(&predictor, &project, split, &opts).map_err(|e| format!("{e:#}")) }
+                let opts = PredictOptions { threshold, max_objects: 100, ..Default::default() };
+                let mut report = |done: usize, total: usize| {
+                    progress.0.store(done, std::sync::atomic::Ordering::Relaxed);
+                    progress.1.store(total, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(c) = &ctx {
+                        c.request_repaint();
+                    }
+                };
+                JobResult::Evaluated { result: engine::evaluate(&predictor, &project, split, &opts, &mut report).map_err(|e| format!("{e:#}")) }
             },
             |e| JobResult::Evaluated { result: Err(e) },
         );
