@@ -297,6 +297,7 @@ fn dropping_images_opens_them_in_predict() {
     std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
     let mut h = harness(&env);
     open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Predict));
     let files: Vec<egui::DroppedFileHandle> = ["images/img0.png", "images/img1.png", "notes.txt"]
         .iter()
         .map(|f| std::sync::Arc::new(Dropped(dir.join(f))) as egui::DroppedFileHandle)
@@ -309,6 +310,31 @@ fn dropping_images_opens_them_in_predict() {
     assert_eq!(a.state.predict_items.len(), 2, "both images are listed, the text file is not");
     // Without a model the view says so instead of spinning forever.
     assert!(h.query_by_label_contains("No model loaded").is_some());
+}
+
+#[test]
+fn dropping_images_in_label_view_adds_them_to_the_project() {
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Detect, 1);
+    let extra = env.root.join("more");
+    std::fs::create_dir_all(&extra).unwrap();
+    for i in 0..3 {
+        image::RgbImage::from_pixel(40, 30, image::Rgb([i * 60, 10, 10])).save(extra.join(format!("new{i}.jpg"))).unwrap();
+    }
+    std::fs::write(extra.join("broken.png"), b"\x89PNG not really").unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Label));
+    h.input_mut().dropped_files = vec![std::sync::Arc::new(Dropped(extra.clone())) as egui::DroppedFileHandle];
+    h.step();
+    run_until(&mut h, "the images to be added", 20, |a| a.state.project.as_ref().unwrap().images.len() == 4);
+    let p = h.state().state.project.as_ref().unwrap();
+    assert!(p.images[1..].iter().all(|i| !i.labeled && i.width == 40 && i.height == 30));
+    assert!(p.warnings.iter().any(|w| w.contains("broken.png")), "the bad file is reported by name: {:?}", p.warnings);
+    assert_eq!(h.state().state.view, View::Label, "stays in Label to label them");
+    run_until(&mut h, "autosave", 20, |a| !a.state.dirty && !a.state.saving);
+    assert_eq!(Project::load(&dir).unwrap().images.len(), 4);
 }
 
 #[test]

@@ -179,20 +179,24 @@ impl TesseraApp {
         if dropped.is_empty() {
             return;
         }
-        let mut predict = Vec::new();
+        // Where dropped images go depends on the view: into the project while organising and labelling,
+        // into the Predict view everywhere else. Projects and datasets are always opened.
+        let into_project = matches!(self.state.view, View::Project | View::Label) && self.state.project.is_some();
+        let mut images = Vec::new();
         for path in dropped {
             let is_project = path.join(crate::data::project::PROJECT_FILE).exists() || path.file_name().is_some_and(|n| n == crate::data::project::PROJECT_FILE);
+            let image_folder = path.is_dir() && !is_project && (into_project || matches!(self.state.view, View::Predict)) && folder_of_images(&path);
             if is_project {
                 out.push(Message::OpenPath(path));
-            } else if is_image_file(&path) || (path.is_dir() && matches!(self.state.view, View::Predict)) {
-                predict.push(path);
+            } else if is_image_file(&path) || image_folder {
+                images.push(path);
             } else {
                 // A dataset folder or annotation file: import it as a project.
                 out.push(Message::OpenPath(path));
             }
         }
-        if !predict.is_empty() {
-            out.push(Message::PredictPaths(predict));
+        if !images.is_empty() {
+            out.push(if into_project { Message::AddImages(images) } else { Message::PredictPaths(images) });
         }
     }
 
@@ -431,6 +435,21 @@ impl eframe::App for TesseraApp {
         }
         self.state.save_blocking();
     }
+}
+
+/// A folder holding images directly and no annotation files (so it is pictures, not a dataset to import).
+fn folder_of_images(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let mut images = 0;
+    for e in entries.flatten().take(2000) {
+        let p = e.path();
+        if is_image_file(&p) {
+            images += 1;
+        } else if p.is_dir() || p.extension().is_some_and(|x| matches!(x.to_string_lossy().to_ascii_lowercase().as_str(), "json" | "xml" | "txt" | "csv" | "yaml" | "yml")) {
+            return false;
+        }
+    }
+    images > 0
 }
 
 /// Average and maximum frame time (ms) over the recorded frames.

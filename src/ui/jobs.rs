@@ -26,6 +26,8 @@ pub enum JobResult {
     Reconstruction { key: String, keep: usize, result: Result<Option<DynamicImage>, String> },
     Saved { result: Result<(), String> },
     Exported { result: Result<String, String> },
+    /// Images found for "Add images": new entries, and files that were skipped with the reason.
+    ImagesScanned { entries: Vec<crate::data::project::ImageEntry>, skipped: Vec<String> },
     /// A streaming job's last word (nothing more to report).
     Done,
 }

@@ -20,6 +20,8 @@ pub struct ProjectPanel {
     merge_into: Option<(usize, usize)>,
     dialog: Option<(DialogKind, PendingDialog)>,
     show_new: bool,
+    /// The open dialog picks images to add to the project (rather than a project to open).
+    adding: bool,
 }
 
 impl Default for ProjectPanel {
@@ -33,6 +35,7 @@ impl Default for ProjectPanel {
             merge_into: None,
             dialog: None,
             show_new: false,
+            adding: false,
         }
     }
 }
@@ -43,7 +46,12 @@ impl ProjectPanel {
             if let Some(paths) = d.poll() {
                 let kind = *kind;
                 self.dialog = None;
-                if let Some(p) = paths.into_iter().next() {
+                if self.adding {
+                    self.adding = false;
+                    if !paths.is_empty() {
+                        out.push(Message::AddImages(paths));
+                    }
+                } else if let Some(p) = paths.into_iter().next() {
                     if self.show_new && kind == DialogKind::PickFolder {
                         self.path_input = p.display().to_string();
                     } else {
@@ -234,6 +242,20 @@ impl ProjectPanel {
                 out.push(Message::MergeClass { from, into });
             }
             ui.add_space(6.0);
+            ui.horizontal(|ui| {
+                let busy = self.dialog.is_some() || state.adding_images;
+                if ui.add_enabled(!busy, egui::Button::new("✚ Add images…")).on_hover_text("Add image files to this project, unlabelled (or drop them on the window)").clicked() {
+                    self.adding = true;
+                    self.dialog = Some((DialogKind::PickImages, PendingDialog::open(DialogKind::PickImages, ui.ctx())));
+                }
+                if ui.add_enabled(!busy, egui::Button::new("✚ Add a folder…")).clicked() {
+                    self.adding = true;
+                    self.dialog = Some((DialogKind::PickFolder, PendingDialog::open(DialogKind::PickFolder, ui.ctx())));
+                }
+                if state.adding_images {
+                    ui.spinner();
+                }
+            });
             ui.horizontal(|ui| {
                 let r = ui.add(egui::TextEdit::singleline(&mut self.new_class).hint_text("new class name").desired_width(180.0));
                 let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));

@@ -372,6 +372,8 @@ pub enum Message {
     MergeClass { from: usize, into: usize },
     DeleteClass(usize),
     RemoveRecent(PathBuf),
+    /// Adds image files (or every image below folders) to the open project, unlabelled.
+    AddImages(Vec<PathBuf>),
     // Labelling
     SelectImage(Option<usize>),
     SelectBox(Option<usize>),
@@ -442,6 +444,7 @@ pub struct AppState {
     pub predict_selected: usize,
     next_item_id: u64,
     pub exporting: bool,
+    pub adding_images: bool,
     // Evaluate
     pub eval_report: Option<EvalReport>,
     pub eval_running: bool,
@@ -503,6 +506,7 @@ impl AppState {
             predict_selected: 0,
             next_item_id: 1,
             exporting: false,
+            adding_images: false,
             eval_report: None,
             eval_running: false,
             eval_split: Split::Test,
@@ -861,6 +865,28 @@ impl AppState {
                     Err(e) => self.notify(NoticeLevel::Error, format!("Export failed: {e}")),
                 }
             }
+            JobResult::ImagesScanned { entries, skipped } => {
+                self.adding_images = false;
+                let Some(p) = &mut self.project else { return };
+                let known: std::collections::HashSet<ImageSource> = p.images.iter().map(|i| i.source.clone()).collect();
+                let fresh: Vec<_> = entries.into_iter().filter(|e| !known.contains(&e.source)).collect();
+                let added = fresh.len();
+                let first = p.images.len();
+                p.images.extend(fresh);
+                for s in &skipped {
+                    p.warnings.push(format!("skipped {s}"));
+                }
+                if added > 0 {
+                    self.current_image = Some(first);
+                    self.selected_box = None;
+                }
+                self.mark_dirty();
+                let mut text = format!("Added {added} image(s) to the project, unlabelled.");
+                if !skipped.is_empty() {
+                    text.push_str(&format!(" Skipped {} (see the Project view's warnings).", skipped.len()));
+                }
+                self.notify(if skipped.is_empty() { NoticeLevel::Info } else { NoticeLevel::Warning }, text);
+            }
             JobResult::Done => {}
         }
     }
@@ -929,6 +955,7 @@ impl AppState {
             Message::MergeClass { from, into } => self.merge_class(from, into),
             Message::DeleteClass(i) => self.delete_class(i),
             Message::RemoveRecent(p) => self.settings.recent_projects.retain(|r| r != &p),
+            Message::AddImages(paths) => self.add_images(paths),
             Message::SelectImage(i) => {
                 self.current_image = i;
                 self.selected_box = None;
@@ -1076,6 +1103,56 @@ impl AppState {
             Ok(()) => self.set_project(project, false),
             Err(e) => self.notify(NoticeLevel::Error, format!("Could not create a project in {}: {e}", dir.display())),
         }
+    }
+
+    fn add_images(&mut self, paths: Vec<PathBuf>) {
+        let Some(project) = &self.project else {
+            return self.notify(NoticeLevel::Warning, "Open or create a project first, then add images to it.");
+        };
+        if self.adding_images {
+            return;
+        }
+        let root = project.root.clone();
+        self.adding_images = true;
+        self.jobs.spawn(
+            "add-images",
+            move || {
+                let mut files = Vec::new();
+                for p in paths {
+                    if p.is_dir() {
+                        for e in walkdir::WalkDir::new(&p).follow_links(true).sort_by_file_name().into_iter().flatten() {
+                            if e.file_type().is_file() && is_image_file(e.path()) {
+                                files.push(e.path().to_path_buf());
+                            }
+                        }
+                    } else {
+                        files.push(p);
+                    }
+                }
+                let mut entries = Vec::new();
+                let mut skipped = Vec::new();
+                for f in files {
+                    match crate::data::decode::image_dimensions(&ImageSource::File(f.clone())) {
+                        Ok((width, height)) => {
+                            let rel = crate::data::project::relative_to(&f, &root);
+                            let name = rel.to_string_lossy().into_owned();
+                            entries.push(crate::data::project::ImageEntry {
+                                source: ImageSource::File(rel),
+                                width,
+                                height,
+                                split: Split::from_name_hash(&name),
+                                class: None,
+                                boxes: Vec::new(),
+                                labeled: false,
+                            });
+                        }
+                        Err(e) => skipped.push(e.to_string()),
+                    }
+                }
+                JobResult::ImagesScanned { entries, skipped }
+            },
+            |e| JobResult::ImagesScanned { entries: Vec::new(), skipped: vec![e] },
+        );
     }
 
     // --- labels and undo -------------------------------------------------------------------------
