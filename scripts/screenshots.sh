@@ -49,10 +49,11 @@ if [[ -n "$CKPT" ]]; then
     printf '{"last_checkpoint": "%s"}\n' "$CKPT" >"$TESSERA_CONFIG_DIR/settings.json"
 fi
 
+# shoot <file name> <view> <seconds to wait> [VAR=value ...]
 shoot() {
-    local view="$1" wait="$2"
-    shift 2
-    env TESSERA_VIEW="$view" "$@" "$BIN" >"$WORK/$view.log" 2>&1 &
+    local name="$1" view="$2" wait="$3"
+    shift 3
+    env TESSERA_VIEW="$view" "$@" "$BIN" >"$WORK/$name.log" 2>&1 &
     local pid=$!
     local wid=""
     for _ in $(seq 1 60); do
@@ -61,24 +62,26 @@ shoot() {
         sleep 0.5
     done
     if [[ -z "$wid" ]]; then
-        echo "error: the window for $view did not appear"; cat "$WORK/$view.log"; kill "$pid" 2>/dev/null || true; return 1
+        echo "error: the window for $view did not appear"; cat "$WORK/$name.log"; kill "$pid" 2>/dev/null || true; return 1
     fi
     xdotool windowmove "$wid" 0 0 2>/dev/null || true
     sleep "$wait"
     # Move the pointer out of the way so no hover effects show.
     xdotool mousemove 1430 890 2>/dev/null || true
     sleep 0.5
-    import -window "$wid" "$OUT/$view.png"
-    grep -h "frame-time" "$WORK/$view.log" | tail -1 || true
+    import -window "$wid" "$OUT/$name.png"
+    grep -h "frame-time" "$WORK/$name.log" | tail -1 || true
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    echo "screenshots/$view.png"
+    echo "screenshots/$name.png"
 }
 
 IMAGES="$DEMO/images"
-shoot project 4
-shoot label 4
-shoot train 25 TESSERA_TRAIN=1
-shoot predict 8 TESSERA_PREDICT="$IMAGES"
-shoot evaluate 20 TESSERA_EVALUATE=1
-shoot inside 10
+shoot project project 4
+shoot label label 4
+shoot train train 25 TESSERA_TRAIN=1
+shoot predict predict 8 TESSERA_PREDICT="$IMAGES"
+shoot evaluate evaluate 20 TESSERA_EVALUATE=1
+shoot inside inside 10
+shoot label-light label 4 TESSERA_THEME=light
+shoot help label 3 TESSERA_HELP=1

@@ -515,3 +515,38 @@ fn export_writes_annotated_pngs_and_json() {
     assert_eq!(img.dimensions(), original.dimensions());
     assert_ne!(img.get_pixel(5, 10), original.get_pixel(5, 10), "the box edge is drawn onto the image");
 }
+
+#[test]
+fn confusion_matrix_cell_click_shows_those_images() {
+    use tessera::eval::{ClassStats, ClassificationReport, EvalReport};
+    let env = env();
+    let dir = env.root.join("proj");
+    tiny_project(&dir, Task::Classify, 4);
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    let stats = |n: &str| ClassStats { name: n.into(), support: 1, precision: 0.5, recall: 0.5, ap50: None, ap50_95: None };
+    // Images 0 and 1 are red; image 1 was taken for green. Image 2 is green, 3 blue, both right.
+    let report = ClassificationReport {
+        accuracy: 0.75,
+        per_class: vec![stats("red"), stats("green"), stats("blue")],
+        confusion: vec![vec![1, 1, 0], vec![0, 1, 0], vec![0, 0, 1]],
+        items: vec![(0, 0, 0, 0.9), (1, 0, 1, 0.8), (2, 1, 1, 0.7), (3, 2, 2, 0.95)],
+    };
+    h.state_mut().state.eval_report = Some(EvalReport::Classification(report));
+    apply(&mut h, Message::ShowView(View::Evaluate));
+    h.step();
+    assert!(h.query_by_label("75.0%").is_some(), "accuracy is shown");
+    assert!(h.query_by_label_contains("Worst mistakes").is_some());
+    // Click the (truth red, predicted green) cell: row 0, column 1 of the heat map.
+    let cell = h.state().evaluate_panel.cell_rect(0, 1).expect("the matrix was drawn");
+    h.hover_at(cell.center());
+    h.step();
+    h.drag_at(cell.center());
+    h.step();
+    h.drop_at(cell.center());
+    h.step();
+    h.step();
+    assert_eq!(h.state().evaluate_panel.selected_cell, Some((0, 1)));
+    assert!(h.query_by_label_contains("Images of red predicted as green").is_some());
+    assert!(h.query_by_label("80%").is_some(), "the one image of that cell is listed with its probability");
+}

@@ -23,6 +23,8 @@ pub struct Autopilot {
     pub train: bool,
     pub evaluate: bool,
     pub frame_log: bool,
+    pub help: bool,
+    pub theme: Option<ThemeChoice>,
 }
 
 impl Autopilot {
@@ -34,6 +36,13 @@ impl Autopilot {
             train: var("TESSERA_TRAIN").is_some_and(|v| v != "0"),
             evaluate: var("TESSERA_EVALUATE").is_some_and(|v| v != "0"),
             frame_log: var("TESSERA_FRAME_LOG").is_some_and(|v| v != "0"),
+            help: var("TESSERA_HELP").is_some_and(|v| v != "0"),
+            theme: var("TESSERA_THEME").and_then(|v| match v.to_ascii_lowercase().as_str() {
+                "light" => Some(ThemeChoice::Light),
+                "dark" => Some(ThemeChoice::Dark),
+                "system" => Some(ThemeChoice::System),
+                _ => None,
+            }),
         }
     }
 }
@@ -79,6 +88,10 @@ impl TesseraApp {
         if let Some(v) = app.autopilot.view {
             app.state.view = v;
         }
+        if let Some(t) = app.autopilot.theme {
+            app.state.settings.theme = t;
+        }
+        app.state.show_help = app.autopilot.help;
         app
     }
 

@@ -16,6 +16,16 @@ pub struct EvaluatePanel {
     /// Confusion-matrix cell (truth, predicted) whose images are shown.
     pub selected_cell: Option<(usize, usize)>,
     split: Option<Split>,
+    /// Where the confusion matrix's cells were drawn: origin and cell size (for tests and tooltips).
+    matrix_layout: Option<(egui::Pos2, f32, usize)>,
+}
+
+impl EvaluatePanel {
+    /// Screen rectangle of confusion cell (truth, predicted) as last drawn.
+    pub fn cell_rect(&self, truth: usize, predicted: usize) -> Option<egui::Rect> {
+        let (origin, cell, n) = self.matrix_layout?;
+        (truth < n && predicted < n).then(|| egui::Rect::from_min_size(origin + egui::vec2(predicted as f32 * cell, truth as f32 * cell), egui::vec2(cell, cell)))
+    }
 }
 
 impl EvaluatePanel {
@@ -73,7 +83,10 @@ impl EvaluatePanel {
                         theme::section(&mut cols[0], "Per class");
                         class_table(&mut cols[0], &r.per_class, false);
                         theme::section(&mut cols[1], "Confusion matrix (rows: truth, columns: predicted; click a cell)");
-                        if let Some(cell) = confusion_heatmap(&mut cols[1], &r.confusion, &project.class_names()) {
+                        cols[1].add_space(4.0);
+                        let (clicked, layout) = confusion_heatmap(&mut cols[1], &r.confusion, &project.class_names());
+                        self.matrix_layout = layout;
+                        if let Some(cell) = clicked {
                             self.selected_cell = if self.selected_cell == Some(cell) { None } else { Some(cell) };
                         }
                     });
@@ -153,11 +166,11 @@ fn class_table(ui: &mut egui::Ui, rows: &[ClassStats], detection: bool) {
     });
 }
 
-/// Draws the matrix; returns the clicked cell.
-pub fn confusion_heatmap(ui: &mut egui::Ui, m: &[Vec<usize>], names: &[String]) -> Option<(usize, usize)> {
+/// Draws the matrix; returns the clicked cell and the layout (origin, cell size, classes).
+pub fn confusion_heatmap(ui: &mut egui::Ui, m: &[Vec<usize>], names: &[String]) -> (Option<(usize, usize)>, Option<(egui::Pos2, f32, usize)>) {
     let n = m.len();
     if n == 0 {
-        return None;
+        return (None, None);
     }
     let label_w = 80.0;
     let cell = ((ui.available_width() - label_w) / n as f32).clamp(14.0, 48.0);
@@ -184,19 +197,22 @@ pub fn confusion_heatmap(ui: &mut egui::Ui, m: &[Vec<usize>], names: &[String]) 
             }
         }
     }
-    // Column labels are drawn horizontally above; a rotated label would be nicer but egui text is upright.
+    let layout = Some((origin, cell, n));
+    let hovered_cell = |pos: egui::Pos2| {
+        let d = pos - origin;
+        let (p, t) = ((d.x / cell).floor(), (d.y / cell).floor());
+        (p >= 0.0 && t >= 0.0 && (p as usize) < n && (t as usize) < n).then_some((t as usize, p as usize))
+    };
+    if let Some((t, p)) = resp.hover_pos().and_then(hovered_cell) {
+        let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| c.to_string());
+        resp.clone().on_hover_text(format!("{} images of {} predicted as {}", m[t].get(p).copied().unwrap_or(0), name(t), name(p)));
+    }
     if resp.clicked() {
-        if let Some(pos) = resp.interact_pointer_pos() {
-            let d = pos - origin;
-            if d.x >= 0.0 && d.y >= 0.0 {
-                let (p, t) = ((d.x / cell) as usize, (d.y / cell) as usize);
-                if t < n && p < n {
-                    return Some((t, p));
-                }
-            }
+        if let Some(cell) = resp.interact_pointer_pos().and_then(hovered_cell) {
+            return (Some(cell), layout);
         }
     }
-    None
+    (None, layout)
 }
 
 /// Thumbnails of project images with a caption; clicking one opens it in the Label view.

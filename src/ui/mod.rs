@@ -31,7 +31,8 @@ pub use app::TesseraApp;
 /// (project, label, train, predict, evaluate, inside); `TESSERA_PREDICT` lists images/folders to predict
 /// (separated by the platform's path separator); `TESSERA_TRAIN=1` starts training once the project is open;
 /// `TESSERA_EVALUATE=1` evaluates once a model is loaded; `TESSERA_CONFIG_DIR` / `TESSERA_DATA_DIR` move the
-/// app's own files; `TESSERA_FRAME_LOG=1` prints frame-time statistics to stderr every few seconds.
+/// app's own files; `TESSERA_THEME=light|dark|system` and `TESSERA_HELP=1` set the theme and open the help;
+/// `TESSERA_FRAME_LOG=1` prints frame-time statistics to stderr every few seconds.
 pub fn run_app(project: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).try_init();
     let paths = state::AppPaths::from_env();
