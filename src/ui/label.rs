@@ -272,7 +272,7 @@ impl LabelPanel {
                     self.canvas.reset_view();
                 }
                 if project.task == Task::Detect {
-                    ui.toggle_value(&mut self.canvas.draw_mode, "⬜ Draw").on_hover_text("Draw a box (W); or just drag on empty space");
+                    ui.toggle_value(&mut self.canvas.draw_mode, "✚ Draw box").on_hover_text("Draw a box (W); or just drag on empty space");
                 }
             });
         });
@@ -309,6 +309,19 @@ impl LabelPanel {
         let editable = project.task == Task::Detect;
         let new_class = state.label_class.min(project.classes.len().saturating_sub(1));
         let actions = self.canvas.ui(ui, texture.as_ref(), size, &boxes, state.selected_box, new_class, color_of(new_class), editable);
+        if project.task == Task::Classify {
+            // The image's class as a large tag over the canvas, so a key press visibly lands.
+            let (text, color) = match im.class {
+                Some(c) => (name_of(c), color_of(c)),
+                None => ("unlabelled: press 1–9".to_string(), Color32::from_gray(110)),
+            };
+            let suggestion = state.suggestions.get(&image).and_then(|s| s.class).map(|(c, p)| format!("   model: {} {:.0}%? (Enter)", name_of(c), p * 100.0)).unwrap_or_default();
+            let painter = ui.painter_at(self.canvas.last_rect);
+            let galley = painter.layout_no_wrap(format!("{text}{suggestion}"), egui::FontId::proportional(18.0), Color32::WHITE);
+            let r = egui::Rect::from_min_size(self.canvas.last_rect.min + egui::vec2(12.0, 12.0), galley.size() + egui::vec2(20.0, 10.0));
+            painter.rect_filled(r, 6.0, color.gamma_multiply(0.9));
+            painter.galley(r.min + egui::vec2(10.0, 5.0), galley, Color32::WHITE);
+        }
         for a in actions {
             match a {
                 CanvasAction::Select(b) => out.push(Message::SelectBox(b.filter(|&b| b < n_real))),

@@ -243,20 +243,6 @@ impl ProjectPanel {
             }
             ui.add_space(6.0);
             ui.horizontal(|ui| {
-                let busy = self.dialog.is_some() || state.adding_images;
-                if ui.add_enabled(!busy, egui::Button::new("✚ Add images…")).on_hover_text("Add image files to this project, unlabelled (or drop them on the window)").clicked() {
-                    self.adding = true;
-                    self.dialog = Some((DialogKind::PickImages, PendingDialog::open(DialogKind::PickImages, ui.ctx())));
-                }
-                if ui.add_enabled(!busy, egui::Button::new("✚ Add a folder…")).clicked() {
-                    self.adding = true;
-                    self.dialog = Some((DialogKind::PickFolder, PendingDialog::open(DialogKind::PickFolder, ui.ctx())));
-                }
-                if state.adding_images {
-                    ui.spinner();
-                }
-            });
-            ui.horizontal(|ui| {
                 let r = ui.add(egui::TextEdit::singleline(&mut self.new_class).hint_text("new class name").desired_width(180.0));
                 let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                 if (ui.button("✚ Add class").clicked() || enter) && !self.new_class.trim().is_empty() {
@@ -270,7 +256,7 @@ impl ProjectPanel {
         let Some(project) = &state.project else { return };
         theme::card(ui).show(ui, |ui| {
             ui.set_width(ui.available_width());
-            theme::section(ui, "Splits");
+            theme::section(ui, "Images and splits");
             egui::Grid::new("splits").num_columns(4).spacing([18.0, 6.0]).striped(true).show(ui, |ui| {
                 ui.label(RichText::new("split").small());
                 ui.label(RichText::new("images").small());
@@ -298,6 +284,22 @@ impl ProjectPanel {
             });
             ui.add_space(4.0);
             ui.label(RichText::new(format!("Folder: {}", project.root.display())).small().color(ui.visuals().weak_text_color()));
+            ui.add_space(4.0);
+            ui.horizontal(|ui| {
+                let busy = self.dialog.is_some() || state.adding_images;
+                if ui.add_enabled(!busy, egui::Button::new("✚ Add images…")).on_hover_text("Add image files to this project, unlabelled (or drop them on the window)").clicked() {
+                    self.adding = true;
+                    self.dialog = Some((DialogKind::PickImages, PendingDialog::open(DialogKind::PickImages, ui.ctx())));
+                }
+                if ui.add_enabled(!busy, egui::Button::new("✚ Add a folder…")).clicked() {
+                    self.adding = true;
+                    self.dialog = Some((DialogKind::PickFolder, PendingDialog::open(DialogKind::PickFolder, ui.ctx())));
+                }
+                if state.adding_images {
+                    ui.spinner();
+                }
+            });
+
         });
     }
 
