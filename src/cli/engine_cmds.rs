@@ -1,20 +1,87 @@
 //! `tessera pretrain | train | predict`.
 use std::path::PathBuf;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::data::project::{Project, Task};
+use crate::model::predictor::{PredictOptions, Predictor};
+use crate::train::worker::{start_training, Event, Objective, TrainConfig};
+
+/// Settings shared by `pretrain` and `train`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Where to write the checkpoint (a directory).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Stop after this many passes over the training images.
+    #[arg(long)]
+    pub epochs: Option<f32>,
+    /// Stop after this many minutes (the schedule adapts to the measured speed).
+    #[arg(long)]
+    pub minutes: Option<f32>,
+    /// Model size: tiny, small, base.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Square model input size in pixels (default: from the data and the preset).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Accumulate gradients over this many batches per step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999).
+    #[arg(long)]
+    pub ema: Option<f64>,
+    /// Stop when the val metric has not improved in this many evaluations.
+    #[arg(long)]
+    pub patience: Option<u32>,
+    /// Evaluate on the val split every this many steps (default: about 10 times per run).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Use a CUDA GPU if this build has one.
+    #[arg(long)]
+    pub gpu: bool,
+    /// Print a JSON summary at the end instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
+    /// A project folder or dataset (any images; labels are ignored).
     pub data: PathBuf,
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    /// A project folder or dataset.
     pub data: PathBuf,
+    /// classify or detect (default: the project's task).
     #[arg(long)]
-    pub out: PathBuf,
+    pub task: Option<Task>,
+    /// Start from these weights (e.g. a pretrained checkpoint).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Continue this checkpoint's run where it stopped.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -23,15 +90,194 @@ pub struct PredictArgs {
     pub images: Vec<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Drop boxes scoring below this.
+    #[arg(long, default_value_t = PredictOptions::default().threshold)]
+    pub threshold: f32,
+    /// Classification: how many classes to print.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Nucleus sampling for detection decoding (default greedy).
+    #[arg(long)]
+    pub top_p: Option<f32>,
 }
 
+fn open_data(path: &std::path::Path) -> anyhow::Result<Project> {
+    let (project, report) = crate::data::import::open_project_or_dataset(path)?;
+    let _ = report;
+    Ok(project)
+}
 
-pub fn pretrain(_a: PretrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume: Option<PathBuf>) -> TrainConfig {
+    let d = TrainConfig::default();
+    let default_lr = match objective {
+        Objective::Pretrain => 1e-3,
+        _ => 1e-3,
+    };
+    TrainConfig {
+        objective,
+        preset: a.preset.clone(),
+        image_size: a.image_size,
+        steps: a.steps,
+        epochs: a.epochs,
+        minutes: a.minutes,
+        batch_size: a.batch_size.unwrap_or(d.batch_size),
+        lr: a.lr.unwrap_or(default_lr),
+        grad_accum: a.grad_accum,
+        ema: a.ema,
+        early_stop_patience: a.patience,
+        seed: a.seed,
+        init,
+        resume,
+        out: a.out.clone(),
+        eval_every: a.eval_every.unwrap_or(0),
+        use_gpu: a.gpu,
+        ..d
+    }
 }
-pub fn train(_a: TrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+
+/// A line above the progress bar, or on stderr when there is no bar (not a terminal, or --json).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
-pub fn predict(_a: PredictArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+
+/// Runs training on the worker thread, drawing a progress bar from its events (Ctrl-C stops the process; the last
+/// periodic checkpoint stays valid because every write is atomic).
+fn drive(project: Project, config: TrainConfig, json_out: bool) -> anyhow::Result<()> {
+    let handle = start_training(project, config.clone());
+    let bar = if json_out { ProgressBar::hidden() } else { ProgressBar::new(1) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let mut summary = json!({});
+    let mut last_eval = serde_json::Value::Null;
+    let mut last_loss = f32::NAN;
+    let mut ips = 0f32;
+    let mut result = Ok(());
+    for ev in handle.events.iter() {
+        match ev {
+            Event::Started { total_steps, device, parameters } => {
+                bar.set_length(total_steps);
+                say(&bar, format!("training on {device}, {:.2}M parameters", parameters as f64 / 1e6));
+                summary["device"] = json!(device);
+                summary["parameters"] = json!(parameters);
+            }
+            Event::Step(s) => {
+                bar.set_length(s.total_steps);
+                bar.set_position(s.step);
+                let losses: Vec<String> = s.losses.iter().map(|(n, l)| format!("{n} {l:.4}")).collect();
+                last_loss = s.losses.first().map_or(f32::NAN, |l| l.1);
+                ips = 0.9 * ips + 0.1 * s.images_per_sec;
+                if s.step <= 1 {
+                    ips = s.images_per_sec;
+                }
+                bar.set_message(format!("loss {}  lr {:.1e}  {:.0} img/s", losses.join(" "), s.lr, ips));
+                summary["steps"] = json!(s.step);
+                summary["elapsed_s"] = json!(s.elapsed_s);
+                summary["images_per_sec"] = json!(ips);
+            }
+            Event::Eval(e) => {
+                say(&bar, format!(
+                    "step {:>6}  epoch {:>6.2}  val {} {:.4}  {}",
+                    e.step,
+                    e.epoch,
+                    e.metric_name,
+                    e.metric,
+                    e.val_losses.iter().map(|(n, l)| format!("val_loss[{n}] {l:.4}")).collect::<Vec<_>>().join(" ")
+                ));
+                last_eval = json!({"step": e.step, e.metric_name.clone(): e.metric, "val_losses": e.val_losses});
+            }
+            Event::Finished { checkpoint, reason } => {
+                bar.finish_and_clear();
+                summary["checkpoint"] = json!(checkpoint);
+                summary["reason"] = json!(reason);
+                if !json_out {
+                    println!("finished ({reason}); checkpoint written to {}", checkpoint.display());
+                }
+            }
+            Event::Error { message } => {
+                bar.abandon();
+                result = Err(anyhow::anyhow!(message));
+            }
+            Event::CheckpointWritten { .. } | Event::Samples(_) | Event::Paused | Event::Resumed => {}
+        }
+    }
+    if let Some(t) = handle.thread {
+        let _ = t.join();
+    }
+    result?;
+    summary["final_loss"] = json!(last_loss);
+    summary["last_eval"] = last_eval;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(())
+}
+
+pub fn pretrain(a: PretrainArgs) -> anyhow::Result<()> {
+    let project = open_data(&a.data)?;
+    let config = train_config(Objective::Pretrain, &a.run, None, None);
+    drive(project, config, a.run.json)
+}
+
+pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let project = open_data(&a.data)?;
+    let task = a.task.unwrap_or(project.task);
+    let config = train_config(task.into(), &a.run, a.init.clone(), a.resume.clone());
+    drive(project, config, a.run.json)
+}
+
+pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(!a.images.is_empty(), "give at least one image to predict");
+    let predictor = Predictor::load(&a.checkpoint)?;
+    let opts = PredictOptions { threshold: a.threshold, top_p: a.top_p, ..PredictOptions::default() };
+    let names = predictor.class_names().to_vec();
+    let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
+    let mut out = vec![];
+    let mut failed = 0;
+    for path in &a.images {
+        let img = match crate::data::decode::load_image(&crate::data::project::ImageSource::File(path.clone())) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("skipped {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let p = predictor.predict(&img, &opts).with_context(|| format!("predicting {}", path.display()))?;
+        match predictor.task() {
+            Task::Classify => {
+                let top = p.top_k(a.top);
+                if a.json {
+                    out.push(json!({"image": path, "classes": top.iter().map(|(c, pr)| json!({"class": name(*c), "probability": pr})).collect::<Vec<_>>(), "probs": p.probs}));
+                } else {
+                    let s: Vec<String> = top.iter().map(|(c, pr)| format!("{} {:.1}%", name(*c), pr * 100.0)).collect();
+                    println!("{}: {}", path.display(), s.join(", "));
+                }
+            }
+            Task::Detect => {
+                if a.json {
+                    out.push(json!({"image": path, "boxes": p.detections.iter().map(|d| json!({
+                        "class": name(d.bbox.class), "score": d.score,
+                        "xmin": d.bbox.xmin, "ymin": d.bbox.ymin, "xmax": d.bbox.xmax, "ymax": d.bbox.ymax})).collect::<Vec<_>>()}));
+                } else {
+                    println!("{}: {} objects", path.display(), p.detections.len());
+                    for d in &p.detections {
+                        let b = d.bbox;
+                        println!("  {:<12} {:.2}  [{:.1}, {:.1}, {:.1}, {:.1}]", name(b.class), d.score, b.xmin, b.ymin, b.xmax, b.ymax);
+                    }
+                }
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    anyhow::ensure!(failed < a.images.len(), "no image could be read");
+    Ok(())
 }

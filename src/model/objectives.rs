@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::config::ModelConfig;
-use super::transformer::{prefix_mask, KvCache, Transformer};
+use super::transformer::{prefix_len, KvCache, Transformer};
 use super::vocab::{self, Vocab};
 
 /// Per-patch normalisation of the pretraining targets (AIM): each patch to zero mean, unit variance.
@@ -26,8 +26,8 @@ pub fn normalize_patches(patches: &Tensor) -> Result<Tensor> {
 pub fn pretrain_loss(model: &Transformer, patches: &Tensor, prefix: usize) -> Result<Tensor> {
     let n = patches.dim(1)?;
     let prefix = prefix.clamp(1, n - 1);
-    let mask = prefix_mask(n, prefix, patches.device())?;
-    let h = model.forward(Some(patches), None, Some(&mask))?;
+    let mask = prefix_len(n, prefix, patches.device())?;
+    let h = model.forward(Some(patches), None, Some(mask))?;
     let pred = model.pixel_head.forward(&h.narrow(1, prefix - 1, n - prefix)?)?;
     let target = normalize_patches(&patches.narrow(1, prefix, n - prefix)?)?;
     (pred - target)?.sqr()?.mean_all()
@@ -36,8 +36,8 @@ pub fn pretrain_loss(model: &Transformer, patches: &Tensor, prefix: usize) -> Re
 /// Predicted patches (per-patch normalised) for positions 1..N given everything before them (causal, prefix 1).
 pub fn predict_next_patches(model: &Transformer, patches: &Tensor, prefix: usize) -> Result<Tensor> {
     let n = patches.dim(1)?;
-    let mask = prefix_mask(n, prefix.clamp(1, n), patches.device())?;
-    let h = model.forward(Some(patches), None, Some(&mask))?;
+    let mask = prefix_len(n, prefix.clamp(1, n), patches.device())?;
+    let h = model.forward(Some(patches), None, Some(mask))?;
     model.pixel_head.forward(&h)
 }
 
@@ -45,8 +45,8 @@ pub fn predict_next_patches(model: &Transformer, patches: &Tensor, prefix: usize
 pub fn classify_logits(model: &Transformer, patches: &Tensor) -> Result<Tensor> {
     let (b, n, _) = patches.dims3()?;
     let task = Tensor::full(vocab::TASK_CLASSIFY, (b, 1), patches.device())?;
-    let mask = prefix_mask(n + 1, n, patches.device())?;
-    let h = model.forward(Some(patches), Some(&task), Some(&mask))?;
+    let mask = prefix_len(n + 1, n, patches.device())?;
+    let h = model.forward(Some(patches), Some(&task), Some(mask))?;
     let logits = model.token_head.forward(&h.i((.., n, ..))?)?;
     let v = model.cfg.vocab();
     logits.narrow(1, v.first_class() as usize, v.n_classes)
@@ -138,15 +138,56 @@ fn noise_object(real: &[Object], size: f32, rng: &mut impl Rng) -> Object {
     Object { xmin: clamp(cx - w / 2.0), ymin: clamp(cy - h / 2.0), xmax: clamp(cx + w / 2.0), ymax: clamp(cy + h / 2.0), class: 0 }
 }
 
-/// Weighted token cross-entropy for a batch of detection sequences. `input`, `target`: `[B, L]` u32, `weight`: `[B, L]`.
+/// Width (in bins) of the soft coordinate targets: a coordinate's target is a discretised Gaussian over the bins
+/// around the true one, so predicting a neighbouring bin costs little and the model learns distances, not just
+/// identities (far faster than one-hot targets on small data).
+pub const COORD_SIGMA_BINS: f32 = 1.0;
+
+/// Target distributions `[B, L, V]` for target tokens `[B, L]`: one-hot, except coordinate bins (soft, see
+/// [`COORD_SIGMA_BINS`]).
+pub fn soft_targets(vocab: &Vocab, targets: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+    let vsize = vocab.size();
+    let (b, l) = (targets.len(), targets.first().map_or(0, Vec::len));
+    let mut dense = vec![0f32; b * l * vsize];
+    let reach = (3.0 * COORD_SIGMA_BINS).ceil() as i64;
+    let kernel: Vec<f32> = (-reach..=reach).map(|d| (-(d * d) as f32 / (2.0 * COORD_SIGMA_BINS * COORD_SIGMA_BINS)).exp()).collect();
+    for (i, row) in targets.iter().enumerate() {
+        for (j, &t) in row.iter().enumerate() {
+            let base = (i * l + j) * vsize;
+            match vocab.token_to_bin(t) {
+                Some(bin) if COORD_SIGMA_BINS > 0.0 => {
+                    let mut total = 0.0;
+                    for (k, w) in kernel.iter().enumerate() {
+                        let b = bin as i64 + k as i64 - reach;
+                        if b >= 0 && (b as usize) < vocab.n_bins {
+                            total += w;
+                        }
+                    }
+                    for (k, w) in kernel.iter().enumerate() {
+                        let b = bin as i64 + k as i64 - reach;
+                        if b >= 0 && (b as usize) < vocab.n_bins {
+                            dense[base + vocab.bin_token(b as usize) as usize] = w / total;
+                        }
+                    }
+                }
+                _ => dense[base + t as usize] = 1.0,
+            }
+        }
+    }
+    Tensor::from_vec(dense, (b, l, vsize), device)
+}
+
+/// Weighted token cross-entropy for a batch of detection sequences (soft targets for coordinates).
+/// `input`, `target`: `[B, L]` u32, `weight`: `[B, L]`.
 pub fn detect_loss(model: &Transformer, patches: &Tensor, input: &Tensor, target: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let n = patches.dim(1)?;
     let l = input.dim(1)?;
-    let mask = prefix_mask(n + l, n, patches.device())?;
-    let h = model.forward(Some(patches), Some(input), Some(&mask))?;
+    let mask = prefix_len(n + l, n, patches.device())?;
+    let h = model.forward(Some(patches), Some(input), Some(mask))?;
     let logits = model.token_head.forward(&h.narrow(1, n, l)?)?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let nll = logp.gather(&target.unsqueeze(2)?, 2)?.squeeze(2)?.neg()?;
+    let soft = soft_targets(&model.cfg.vocab(), &target.to_vec2::<u32>()?, patches.device())?;
+    let nll = (logp * soft)?.sum(D::Minus1)?.neg()?;
     (nll * weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64
 }
 
@@ -219,12 +260,12 @@ pub fn detect_decode(model: &Transformer, patches: &Tensor, opts: &DecodeOptions
     let mut all_tokens: Vec<Vec<u32>> = vec![vec![vocab::TASK_DETECT]; b];
     let task = Tensor::full(vocab::TASK_DETECT, (b, 1), dev)?;
     let h = if opts.no_cache {
-        let mask = prefix_mask(n + 1, n, dev)?;
-        model.forward(Some(patches), Some(&task), Some(&mask))?
+        let mask = prefix_len(n + 1, n, dev)?;
+        model.forward(Some(patches), Some(&task), Some(mask))?
     } else {
         let x = model.embed(Some(patches), Some(&task), 0)?;
-        let mask = prefix_mask(n + 1, n, dev)?;
-        model.forward_embedded(&x, Some(&mask), Some(&mut cache), None)?
+        let mask = prefix_len(n + 1, n, dev)?;
+        model.forward_embedded(&x, Some(mask), Some(&mut cache), None)?
     };
     let mut last = h.i((.., h.dim(1)? - 1, ..))?;
     let mut done = vec![false; b];
@@ -274,8 +315,8 @@ pub fn detect_decode(model: &Transformer, patches: &Tensor, opts: &DecodeOptions
             let l = all_tokens[0].len();
             let flat: Vec<u32> = all_tokens.iter().flatten().copied().collect();
             let toks = Tensor::from_vec(flat, (b, l), dev)?;
-            let mask = prefix_mask(n + l, n, dev)?;
-            let h = model.forward(Some(patches), Some(&toks), Some(&mask))?;
+            let mask = prefix_len(n + l, n, dev)?;
+            let h = model.forward(Some(patches), Some(&toks), Some(mask))?;
             last = h.i((.., n + l - 1, ..))?;
         } else {
             let pos = all_tokens[0].len() - 1;

@@ -1,64 +1,238 @@
-//! Fused CPU kernels that candle lacks a backward pass for: softmax over the last dimension.
-//! candle_nn::ops::softmax_last_dim is fast but not differentiable; the composed candle_nn::ops::softmax is
-//! differentiable but makes five passes. This op does one pass forward and a short tensor expression backward.
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+//! Fused CPU kernels with backward passes, for the few element-wise steps that dominate a small transformer's
+//! training step on the CPU (candle's fused kernels have no backward; the composed ones make many passes):
+//! masked, scaled softmax for attention; RMS normalisation; GELU. Other devices use the composed candle ops.
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor, D};
 use rayon::prelude::*;
 
-struct SoftmaxLastDim;
+/// Runs `f` on the f32 contents of a CPU tensor (made contiguous first).
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(v)) = &*storage else { candle_core::bail!("expected an f32 CPU tensor") };
+    let (s, e) = layout.contiguous_offsets().expect("contiguous");
+    Ok(f(&v[s..e]))
+}
 
-impl CustomOp1 for SoftmaxLastDim {
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("{what}: only f32 is supported on the CPU") };
+    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{what}: input must be contiguous") };
+    Ok(&data[start..end])
+}
+
+/// Rows per parallel task: enough work per task to amortise scheduling.
+fn rows_per_task(dim: usize) -> usize {
+    (16384 / dim.max(1)).max(1)
+}
+
+/// softmax(scale · x) over the last dimension, with a prefix-causal mask: in row r (query position
+/// `q_offset + r % rows_per_matrix`), column j is visible when j < `prefix` or j ≤ the query position.
+struct MaskedSoftmax {
+    scale: f32,
+    /// `None` = no mask.
+    prefix: Option<usize>,
+    q_offset: usize,
+}
+
+impl CustomOp1 for MaskedSoftmax {
     fn name(&self) -> &'static str {
-        "tessera-softmax-last-dim"
+        "tessera-masked-softmax"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("softmax: only f32 is supported on the CPU") };
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("softmax: input must be contiguous") };
-        let src = &data[start..end];
-        let dim = layout.dims()[layout.dims().len() - 1];
+        let src = f32_slice(storage, layout, "softmax")?;
+        let dims = layout.dims();
+        let cols = dims[dims.len() - 1];
+        let rows_per_matrix = if dims.len() >= 2 { dims[dims.len() - 2] } else { 1 };
         let mut out = vec![0f32; src.len()];
-        out.par_chunks_mut(dim * 64.max(1)).zip(src.par_chunks(dim * 64)).for_each(|(o, s)| {
-            for (o, s) in o.chunks_mut(dim).zip(s.chunks(dim)) {
-                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let per = rows_per_task(cols);
+        out.par_chunks_mut(cols * per).zip(src.par_chunks(cols * per)).enumerate().for_each(|(task, (o, s))| {
+            for (k, (o, s)) in o.chunks_mut(cols).zip(s.chunks(cols)).enumerate() {
+                let row = task * per + k;
+                let visible = match self.prefix {
+                    None => cols,
+                    Some(p) => (self.q_offset + row % rows_per_matrix + 1).max(p).min(cols),
+                };
+                let max = s[..visible].iter().copied().fold(f32::NEG_INFINITY, f32::max) * self.scale;
                 let mut sum = 0f32;
-                for (o, &x) in o.iter_mut().zip(s) {
-                    *o = (x - max).exp();
+                for (o, &x) in o[..visible].iter_mut().zip(&s[..visible]) {
+                    *o = (x * self.scale - max).exp();
                     sum += *o;
                 }
                 let inv = 1.0 / sum;
-                o.iter_mut().for_each(|o| *o *= inv);
+                o[..visible].iter_mut().for_each(|o| *o *= inv);
             }
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        // d softmax: y * (g - sum(g * y))
-        let gy = grad_res.mul(res)?;
-        let s = gy.sum_keepdim(D::Minus1)?;
-        Ok(Some(gy.sub(&res.broadcast_mul(&s)?)?))
+        // d softmax(s·x)/dx: s · y ⊙ (g − Σ g⊙y); masked entries have y = 0 and get no gradient.
+        let cols = res.dim(D::Minus1)?;
+        let scale = self.scale;
+        let grad = with_f32(res, |y| {
+            with_f32(grad_res, |g| {
+                let mut out = vec![0f32; y.len()];
+                let per = rows_per_task(cols);
+                out.par_chunks_mut(cols * per).zip(y.par_chunks(cols * per).zip(g.par_chunks(cols * per))).for_each(
+                    |(o, (y, g))| {
+                        for (o, (y, g)) in o.chunks_mut(cols).zip(y.chunks(cols).zip(g.chunks(cols))) {
+                            let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
+                            for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                                *o = scale * y * (g - dot);
+                            }
+                        }
+                    },
+                );
+                out
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(grad, res.shape(), res.device())?))
     }
 }
 
-/// Softmax over the last dimension, differentiable, fused on the CPU.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !x.track_op() {
-        return candle_nn::ops::softmax_last_dim(x);
+/// Attention probabilities: softmax(scale · scores) with the prefix-causal mask (`prefix = None`: no mask).
+/// `q_offset` is the position of the first query row (non-zero when continuing from a KV cache).
+pub fn masked_softmax(scores: &Tensor, scale: f64, prefix: Option<usize>, q_offset: usize) -> Result<Tensor> {
+    if scores.device().is_cpu() && scores.dtype() == candle_core::DType::F32 {
+        return scores.contiguous()?.apply_op1(MaskedSoftmax { scale: scale as f32, prefix, q_offset });
     }
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        x.contiguous()?.apply_op1(SoftmaxLastDim)
+    let scores = (scores * scale)?;
+    let scores = match prefix {
+        Some(p) => {
+            let (t, total) = (scores.dim(D::Minus2)?, scores.dim(D::Minus1)?);
+            let mask: Vec<f32> = (0..t)
+                .flat_map(|i| (0..total).map(move |j| if j < p || j <= q_offset + i { 0.0 } else { f32::NEG_INFINITY }))
+                .collect();
+            scores.broadcast_add(&Tensor::from_vec(mask, (t, total), scores.device())?)?
+        }
+        None => scores,
+    };
+    if scores.track_op() {
+        candle_nn::ops::softmax(&scores, D::Minus1)
     } else {
-        candle_nn::ops::softmax(x, D::Minus1)
+        candle_nn::ops::softmax_last_dim(&scores)
     }
 }
 
-/// RMS normalisation with a learned gain; the fused kernel when no gradient is needed.
+struct RmsNormOp {
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "tessera-rms-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "rms_norm")?;
+        let g = f32_slice(s2, l2, "rms_norm gain")?;
+        let dim = g.len();
+        let mut out = vec![0f32; x.len()];
+        let per = rows_per_task(dim);
+        out.par_chunks_mut(dim * per).zip(x.par_chunks(dim * per)).for_each(|(o, x)| {
+            for (o, x) in o.chunks_mut(dim).zip(x.chunks(dim)) {
+                let ms = x.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+                let r = 1.0 / (ms + self.eps).sqrt();
+                for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+                    *o = x * r * g;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, gain: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // y = g·x·r, r = (mean x² + eps)^-½  ⇒  dx = r·g·dy − r³·x·(Σ g·dy·x)/D,  dg = Σ_rows dy·x·r.
+        let dim = gain.elem_count();
+        let eps = self.eps;
+        let (dx, dg) = with_f32(x, |x| {
+            with_f32(gain, |g| {
+                with_f32(grad, |dy| {
+                    let per = rows_per_task(dim);
+                    let mut dx = vec![0f32; x.len()];
+                    let dg = dx
+                        .par_chunks_mut(dim * per)
+                        .zip(x.par_chunks(dim * per).zip(dy.par_chunks(dim * per)))
+                        .map(|(dxc, (xc, dyc))| {
+                            let mut dg = vec![0f32; dim];
+                            for (dxr, (xr, dyr)) in dxc.chunks_mut(dim).zip(xc.chunks(dim).zip(dyc.chunks(dim))) {
+                                let ms = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+                                let r = 1.0 / (ms + eps).sqrt();
+                                let dot: f32 = (0..dim).map(|i| g[i] * dyr[i] * xr[i]).sum();
+                                let c = r * r * r * dot / dim as f32;
+                                for i in 0..dim {
+                                    dxr[i] = r * g[i] * dyr[i] - c * xr[i];
+                                    dg[i] += dyr[i] * xr[i] * r;
+                                }
+                            }
+                            dg
+                        })
+                        .reduce(|| vec![0f32; dim], |mut a, b| {
+                            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                            a
+                        });
+                    (dx, dg)
+                })
+            })
+        })???;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dg, gain.shape(), gain.device())?),
+        ))
+    }
+}
+
+/// RMS normalisation with a learned gain over the last dimension.
 pub fn rms_norm(x: &Tensor, gain: &Tensor, eps: f64) -> Result<Tensor> {
-    if !x.track_op() && !gain.track_op() && x.is_contiguous() {
-        return candle_nn::ops::rms_norm(x, gain, eps as f32);
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return x.contiguous()?.apply_op2(&gain.contiguous()?, RmsNormOp { eps: eps as f32 });
     }
     let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
     x.broadcast_mul(&inv_rms)?.broadcast_mul(gain)
+}
+
+struct GeluOp;
+
+const GELU_C: f32 = 0.797_884_6; // sqrt(2/pi)
+
+impl CustomOp1 for GeluOp {
+    fn name(&self) -> &'static str {
+        "tessera-gelu"
+    }
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout, "gelu")?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(16384).zip(x.par_chunks(16384)).for_each(|(o, x)| {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = 0.5 * x * (1.0 + (GELU_C * (x + 0.044715 * x * x * x)).tanh());
+            }
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = with_f32(arg, |x| {
+            with_f32(grad, |dy| {
+                let mut out = vec![0f32; x.len()];
+                out.par_chunks_mut(16384).zip(x.par_chunks(16384).zip(dy.par_chunks(16384))).for_each(|(o, (x, dy))| {
+                    for ((o, &x), &dy) in o.iter_mut().zip(x).zip(dy) {
+                        let t = (GELU_C * (x + 0.044715 * x * x * x)).tanh();
+                        let d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * x * x);
+                        *o = dy * d;
+                    }
+                });
+                out
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(g, arg.shape(), arg.device())?))
+    }
+}
+
+/// GELU (tanh approximation).
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return x.contiguous()?.apply_op1(GeluOp);
+    }
+    x.gelu()
 }
 
 #[cfg(test)]
@@ -66,18 +240,53 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    #[test]
-    fn softmax_matches_candle_forward_and_backward() {
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Compares a fused op with its composed reference: values and gradients.
+    fn check(fused: impl Fn(&Tensor) -> Tensor, reference: impl Fn(&Tensor) -> Tensor, shape: (usize, usize, usize)) {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (3, 5, 7), &dev).unwrap()).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (3, 5, 7), &dev).unwrap();
-        let ours = softmax_last_dim(x.as_tensor()).unwrap();
-        let reference = candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap();
-        let diff = (&ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-6, "{diff}");
-        let g1 = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = reference.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-        let d = (g1.get(&x).unwrap() - g2.get(&x).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, shape, &dev).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+        let a = fused(x.as_tensor());
+        let b = reference(x.as_tensor());
+        assert!(max_diff(&a, &b) < 1e-5, "forward differs by {}", max_diff(&a, &b));
+        let ga = a.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = b.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let d = max_diff(ga.get(&x).unwrap(), gb.get(&x).unwrap());
+        assert!(d < 1e-4, "gradient differs by {d}");
+    }
+
+    #[test]
+    fn masked_softmax_matches_composed_ops() {
+        let mask = |t: usize, prefix: usize| {
+            let m: Vec<f32> =
+                (0..t).flat_map(|i| (0..t).map(move |j| if j < prefix || j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
+            Tensor::from_vec(m, (t, t), &Device::Cpu).unwrap()
+        };
+        check(
+            |x| masked_softmax(x, 0.5, Some(3), 0).unwrap(),
+            |x| candle_nn::ops::softmax(&(x * 0.5).unwrap().broadcast_add(&mask(7, 3)).unwrap(), D::Minus1).unwrap(),
+            (2, 7, 7),
+        );
+        check(|x| masked_softmax(x, 1.0, None, 0).unwrap(), |x| candle_nn::ops::softmax(x, D::Minus1).unwrap(), (3, 5, 9));
+    }
+
+    #[test]
+    fn rms_norm_and_gelu_match_composed_ops() {
+        let dev = Device::Cpu;
+        let gain = Var::from_tensor(&Tensor::randn(1f32, 0.3, 16, &dev).unwrap()).unwrap();
+        let composed = |x: &Tensor| {
+            let inv = (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-5).unwrap().sqrt().unwrap().recip().unwrap();
+            x.broadcast_mul(&inv).unwrap().broadcast_mul(gain.as_tensor()).unwrap()
+        };
+        check(|x| rms_norm(x, gain.as_tensor(), 1e-5).unwrap(), composed, (2, 3, 16));
+        // Gain gradient.
+        let x = Tensor::randn(0f32, 1.0, (4, 16), &dev).unwrap();
+        let ga = rms_norm(&x, gain.as_tensor(), 1e-5).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = composed(&x).sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(ga.get(&gain).unwrap(), gb.get(&gain).unwrap()) < 1e-4);
+        check(|x| gelu(x).unwrap(), |x| x.gelu().unwrap(), (2, 3, 33));
     }
 }

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 
 use super::config::ModelConfig;
-use super::ops::{rms_norm, softmax_last_dim};
+use super::ops::{gelu, masked_softmax, rms_norm};
 use super::params::{Init, ParamStore};
 
 const INIT_STD: f64 = 0.02;
@@ -91,19 +91,19 @@ impl Attention {
     fn new(p: &mut ParamStore, name: &str, cfg: &ModelConfig) -> Result<Self> {
         let out_std = INIT_STD / (2.0 * cfg.n_layers as f64).sqrt();
         Ok(Attention {
-            qkv: Linear::new(p, &format!("{name}.qkv"), cfg.dim, 3 * cfg.dim, INIT_STD, true)?,
-            proj: Linear::new(p, &format!("{name}.proj"), cfg.dim, cfg.dim, out_std, true)?,
+            qkv: Linear::new(p, &format!("{name}.qkv"), cfg.dim, 3 * cfg.dim, INIT_STD, false)?,
+            proj: Linear::new(p, &format!("{name}.proj"), cfg.dim, cfg.dim, out_std, false)?,
             n_heads: cfg.n_heads,
             head_dim: cfg.head_dim(),
         })
     }
 
-    /// `mask`: additive [T, T_total] (0 or -inf), `None` = attend to everything before and including each position
-    /// in the cache plus all of `x` (only right when `x` is one token or the bidirectional prefix).
+    /// `mask`: the prefix length of a prefix-causal mask; `None` = attend to everything (right for one new token
+    /// continuing the cache).
     fn forward(
         &self,
         x: &Tensor,
-        mask: Option<&Tensor>,
+        mask: Option<usize>,
         cache: Option<(&Tensor, &Tensor, usize)>,
         record: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
@@ -121,12 +121,8 @@ impl Attention {
             None => (k, v),
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
-        };
-        let probs = softmax_last_dim(&scores)?;
+        let q_offset = cache.map_or(0, |c| c.2);
+        let probs = masked_softmax(&q.matmul(&k.t()?)?, scale, mask, q_offset)?;
         if let Some(r) = record {
             r.push(probs.clone());
         }
@@ -145,15 +141,15 @@ impl Mlp {
         let hidden = cfg.dim * cfg.mlp_ratio;
         let out_std = INIT_STD / (2.0 * cfg.n_layers as f64).sqrt();
         Ok(Mlp {
-            fc1: Linear::new(p, &format!("{name}.fc1"), cfg.dim, hidden, INIT_STD, true)?,
-            fc2: Linear::new(p, &format!("{name}.fc2"), hidden, cfg.dim, out_std, true)?,
+            fc1: Linear::new(p, &format!("{name}.fc1"), cfg.dim, hidden, INIT_STD, false)?,
+            fc2: Linear::new(p, &format!("{name}.fc2"), hidden, cfg.dim, out_std, false)?,
         })
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.gelu()?)
+        self.fc2.forward(&gelu(&self.fc1.forward(x)?)?)
     }
 }
 
@@ -178,7 +174,7 @@ impl Block {
     fn forward(
         &self,
         x: &Tensor,
-        mask: Option<&Tensor>,
+        mask: Option<usize>,
         cache: Option<(&Tensor, &Tensor, usize)>,
         record: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
@@ -241,7 +237,7 @@ impl Transformer {
     pub fn forward_embedded(
         &self,
         x: &Tensor,
-        mask: Option<&Tensor>,
+        mask: Option<usize>,
         mut cache: Option<&mut KvCache>,
         mut record: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
@@ -267,14 +263,24 @@ impl Transformer {
         &self,
         patches: Option<&Tensor>,
         tokens: Option<&Tensor>,
-        mask: Option<&Tensor>,
+        mask: Option<usize>,
     ) -> Result<Tensor> {
         let x = self.embed(patches, tokens, 0)?;
         self.forward_embedded(&x, mask, None, None)
     }
 }
 
-/// Additive attention mask `[T, T]`: position i sees j when j < `prefix` (bidirectional prefix) or j ≤ i (causal).
+/// The attention mask of a sequence whose first `prefix` positions are the bidirectional image prefix: position i
+/// sees j when j < `prefix` or j ≤ i. Masks are applied inside the fused softmax, so this is just the prefix length;
+/// `t` and `device` are checked for symmetry with the other constructors.
+pub fn prefix_len(t: usize, prefix: usize, _device: &Device) -> Result<usize> {
+    if prefix > t {
+        candle_core::bail!("prefix {prefix} longer than the sequence {t}");
+    }
+    Ok(prefix)
+}
+
+/// The same mask as an additive `[T, T]` tensor (0 or -inf), for reference implementations and tests.
 pub fn prefix_mask(t: usize, prefix: usize, device: &Device) -> Result<Tensor> {
     let data: Vec<f32> = (0..t)
         .flat_map(|i| (0..t).map(move |j| if j < prefix || j <= i { 0.0 } else { f32::NEG_INFINITY }))
@@ -337,8 +343,8 @@ mod tests {
         let (cfg, m) = tiny();
         let (patches, tokens) = inputs(&cfg);
         let n = cfg.n_patches();
-        let mask = prefix_mask(n + 5, n, &Device::Cpu).unwrap();
-        let h = m.forward(Some(&patches), Some(&tokens), Some(&mask)).unwrap();
+        let mask = prefix_len(n + 5, n, &Device::Cpu).unwrap();
+        let h = m.forward(Some(&patches), Some(&tokens), Some(mask)).unwrap();
         assert_eq!(h.dims(), &[2, n + 5, cfg.dim]);
         assert_eq!(m.token_head.forward(&h).unwrap().dims(), &[2, n + 5, cfg.vocab().size()]);
         assert_eq!(m.pixel_head.forward(&h).unwrap().dims(), &[2, n + 5, cfg.patch_dim()]);
@@ -352,17 +358,17 @@ mod tests {
         let (cfg, m) = tiny();
         let (patches, tokens) = inputs(&cfg);
         let n = cfg.n_patches();
-        let mask = prefix_mask(n + 5, n, &Device::Cpu).unwrap();
-        let h1 = m.forward(Some(&patches), Some(&tokens), Some(&mask)).unwrap();
+        let mask = prefix_len(n + 5, n, &Device::Cpu).unwrap();
+        let h1 = m.forward(Some(&patches), Some(&tokens), Some(mask)).unwrap();
         // Change the last output token: everything before it is unchanged, the last position changes.
         let tokens2 = Tensor::new(&[[vocab::TASK_DETECT, 10, 11, 12, 30], [vocab::TASK_DETECT, 20, 21, 22, 30]], &Device::Cpu).unwrap();
-        let h2 = m.forward(Some(&patches), Some(&tokens2), Some(&mask)).unwrap();
+        let h2 = m.forward(Some(&patches), Some(&tokens2), Some(mask)).unwrap();
         assert!(max_diff(&h1.narrow(1, 0, n + 4).unwrap(), &h2.narrow(1, 0, n + 4).unwrap()) < 1e-6);
         assert!(max_diff(&h1.narrow(1, n + 4, 1).unwrap(), &h2.narrow(1, n + 4, 1).unwrap()) > 1e-4);
         // Change the last patch: the first patch's state changes too (bidirectional prefix).
         let last = patches.narrow(1, n - 1, 1).unwrap().affine(-1.0, 0.5).unwrap();
         let patches3 = Tensor::cat(&[&patches.narrow(1, 0, n - 1).unwrap(), &last], 1).unwrap();
-        let h3 = m.forward(Some(&patches3), Some(&tokens), Some(&mask)).unwrap();
+        let h3 = m.forward(Some(&patches3), Some(&tokens), Some(mask)).unwrap();
         for pos in [0, n / 2, n, n + 4] {
             let d = max_diff(&h1.narrow(1, pos, 1).unwrap(), &h3.narrow(1, pos, 1).unwrap());
             assert!(d > 1e-4, "position {pos} did not see the changed patch");
@@ -374,12 +380,12 @@ mod tests {
         let (cfg, m) = tiny();
         let (patches, tokens) = inputs(&cfg);
         let n = cfg.n_patches();
-        let mask = prefix_mask(n + 5, n, &Device::Cpu).unwrap();
-        let full = m.forward(Some(&patches), Some(&tokens), Some(&mask)).unwrap();
+        let mask = prefix_len(n + 5, n, &Device::Cpu).unwrap();
+        let full = m.forward(Some(&patches), Some(&tokens), Some(mask)).unwrap();
         let mut cache = KvCache::new(&cfg, 2, n + cfg.max_output_tokens(), &Device::Cpu).unwrap();
         let x = m.embed(Some(&patches), Some(&tokens.narrow(1, 0, 1).unwrap()), 0).unwrap();
-        let prefill_mask = prefix_mask(n + 1, n, &Device::Cpu).unwrap();
-        let mut steps = vec![m.forward_embedded(&x, Some(&prefill_mask), Some(&mut cache), None).unwrap()];
+        let prefill_mask = prefix_len(n + 1, n, &Device::Cpu).unwrap();
+        let mut steps = vec![m.forward_embedded(&x, Some(prefill_mask), Some(&mut cache), None).unwrap()];
         for i in 1..5 {
             let x = m.embed(None, Some(&tokens.narrow(1, i, 1).unwrap()), i).unwrap();
             steps.push(m.forward_embedded(&x, None, Some(&mut cache), None).unwrap());

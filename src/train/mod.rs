@@ -5,3 +5,4 @@ pub mod worker;
 pub use worker::{start_training, Command, Event, Objective, TrainConfig, TrainHandle};
 pub mod data;
 pub mod optim;
+pub mod checkpoint;

@@ -1,14 +1,595 @@
-//! The training loop itself (runs on the worker thread).
+//! The training loop itself (runs on the worker thread): builds or loads the model, draws deterministic batches,
+//! steps AdamW, evaluates on the val split, writes checkpoints and reports everything as [`Event`]s.
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor, Var};
 use crossbeam_channel::{Receiver, Sender};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
-use super::worker::{Command, Event, TrainConfig};
-use crate::data::project::Project;
+use super::checkpoint::{self, CheckpointMeta, TrainState};
+use super::data::{compute_normalization, make_batch, Augment, Dataset, Need, Normalization, Sampler};
+use super::optim::{accumulate, collect_grads, global_norm, learning_rate, AdamW, Ema};
+use super::worker::{Command, EvalStats, Event, Objective, SamplePrediction, StepStats, TrainConfig};
+use crate::data::project::{Project, Split};
+use crate::model::config::ModelConfig;
+use crate::model::objectives::{self, DecodeOptions, Object, RawDetection};
+use crate::model::params::ParamStore;
+use crate::model::transformer::{patchify, Transformer};
 
-pub fn run_training(
-    _project: Project,
-    _config: TrainConfig,
-    _commands: Receiver<Command>,
-    _events: Sender<Event>,
-) -> anyhow::Result<()> {
-    anyhow::bail!("training loop not written yet")
+/// The device a run uses: CUDA when asked for, compiled in and present; the CPU otherwise.
+pub fn pick_device(use_gpu: bool) -> Device {
+    if use_gpu {
+        if let Ok(d) = Device::new_cuda(0) {
+            return d;
+        }
+    }
+    Device::Cpu
+}
+
+pub fn device_name(d: &Device) -> String {
+    match d {
+        Device::Cpu => format!("CPU ({} threads)", candle_core::utils::get_num_threads()),
+        _ => "CUDA GPU".to_string(),
+    }
+}
+
+/// Builds a model from `source` weights (or a fresh seeded init).
+pub fn build_model(
+    cfg: &ModelConfig,
+    source: Option<&HashMap<String, Tensor>>,
+    trainable: bool,
+    seed: u64,
+    device: &Device,
+) -> anyhow::Result<(Transformer, Vec<(String, Var)>, Vec<String>)> {
+    let mut store = match source {
+        Some(s) => ParamStore::load(s, trainable, seed, device),
+        None => {
+            let mut p = ParamStore::init(seed, device);
+            if !trainable {
+                p = ParamStore::load(Box::leak(Box::default()), false, seed, device);
+            }
+            p
+        }
+    };
+    let model = Transformer::new(cfg, &mut store)?;
+    Ok((model, store.vars, store.fresh))
+}
+
+/// An inference copy (plain tensors, fused kernels) of the current weights.
+fn inference_model(cfg: &ModelConfig, weights: &[(String, Tensor)], device: &Device) -> anyhow::Result<Transformer> {
+    let map: HashMap<String, Tensor> = weights.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
+    Ok(build_model(cfg, Some(&map), false, 0, device)?.0)
+}
+
+fn var_tensors(vars: &[(String, Var)]) -> Vec<(String, Tensor)> {
+    vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().detach())).collect()
+}
+
+fn objective_name(o: Objective) -> &'static str {
+    match o {
+        Objective::Pretrain => "pretrain",
+        Objective::Classify => "classify",
+        Objective::Detect => "detect",
+    }
+}
+
+fn need_of(o: Objective) -> Need {
+    match o {
+        Objective::Pretrain => Need::Pixels,
+        Objective::Classify => Need::Class,
+        Objective::Detect => Need::Boxes,
+    }
+}
+
+/// Default input size for a fresh model: the data's typical side, at least 32 (tiny images are upscaled so there
+/// are enough patches) and at most the preset's size.
+pub fn auto_image_size(project: &Project, preset: &ModelConfig) -> usize {
+    let mut sides: Vec<u32> = project.images.iter().map(|e| e.width.max(e.height)).filter(|&s| s > 0).collect();
+    if sides.is_empty() {
+        return preset.image_size;
+    }
+    sides.sort_unstable();
+    let median = sides[sides.len() / 2] as usize;
+    median.clamp(32, preset.image_size)
+}
+
+/// Augmentation defaults per objective. Detection and pretraining use flips; classification only shifts (digits and
+/// letters change meaning when flipped).
+pub fn default_augment(objective: Objective) -> Augment {
+    match objective {
+        Objective::Classify => Augment { hflip: false, dihedral: false, translate: 0.08 },
+        Objective::Detect => Augment { hflip: true, dihedral: false, translate: 0.1 },
+        Objective::Pretrain => Augment { hflip: true, dihedral: false, translate: 0.0 },
+    }
+}
+
+fn mix(seed: u64, k: u64) -> u64 {
+    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Loss of one batch for `objective`.
+fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Objective, noise: bool, rng: &mut StdRng) -> anyhow::Result<Tensor> {
+    let cfg = &model.cfg;
+    let patches = patchify(&batch.images, cfg.patch_size)?;
+    let dev = patches.device();
+    Ok(match objective {
+        Objective::Pretrain => {
+            let n = cfg.n_patches();
+            objectives::pretrain_loss(model, &patches, rng.random_range(1..n))?
+        }
+        Objective::Classify => {
+            let labels: Vec<u32> = batch.classes.iter().map(|c| c.unwrap_or(0) as u32).collect();
+            objectives::classify_loss(model, &patches, &Tensor::new(labels, dev)?)?
+        }
+        Objective::Detect => {
+            let seqs: Vec<_> = batch.objects.iter().map(|o| objectives::detect_sequence(cfg, o, noise, rng)).collect();
+            let input = objectives::rows_u32(&seqs.iter().map(|s| s.input.clone()).collect::<Vec<_>>(), dev)?;
+            let target = objectives::rows_u32(&seqs.iter().map(|s| s.target.clone()).collect::<Vec<_>>(), dev)?;
+            let weight = objectives::rows_f32(&seqs.iter().map(|s| s.weight.clone()).collect::<Vec<_>>(), dev)?;
+            objectives::detect_loss(model, &patches, &input, &target, &weight)?
+        }
+    })
+}
+
+/// mAP@0.5 (COCO-style 101-point interpolation) over classes that have ground truth.
+pub fn map50(preds: &[Vec<RawDetection>], truth: &[Vec<Object>], n_classes: usize) -> f32 {
+    let mut aps = vec![];
+    for c in 0..n_classes {
+        let n_gt: usize = truth.iter().map(|t| t.iter().filter(|o| o.class == c).count()).sum();
+        if n_gt == 0 {
+            continue;
+        }
+        let mut dets: Vec<(f32, usize, Object)> = preds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.iter().filter(|d| d.object.class == c).map(move |d| (d.score, i, d.object)))
+            .collect();
+        dets.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut used: Vec<Vec<bool>> = truth.iter().map(|t| vec![false; t.len()]).collect();
+        let (mut tp, mut fp) = (0f32, 0f32);
+        let mut pr = vec![];
+        for (_, i, o) in dets {
+            let best = truth[i]
+                .iter()
+                .enumerate()
+                .filter(|(j, g)| g.class == c && !used[i][*j])
+                .map(|(j, g)| (j, objectives::iou(&o, g)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match best {
+                Some((j, iou)) if iou >= 0.5 => {
+                    used[i][j] = true;
+                    tp += 1.0
+                }
+                _ => fp += 1.0,
+            }
+            pr.push((tp / n_gt as f32, tp / (tp + fp)));
+        }
+        let ap: f32 = (0..=100)
+            .map(|r| {
+                let r = r as f32 / 100.0;
+                pr.iter().filter(|(rec, _)| *rec >= r).map(|(_, p)| *p).fold(0.0, f32::max)
+            })
+            .sum::<f32>()
+            / 101.0;
+        aps.push(ap);
+    }
+    if aps.is_empty() {
+        0.0
+    } else {
+        aps.iter().sum::<f32>() / aps.len() as f32
+    }
+}
+
+/// Validation: (val losses, metric name, metric where higher is better, samples).
+fn evaluate(
+    model: &Transformer,
+    val: &Dataset,
+    objective: Objective,
+    noise: bool,
+    seed: u64,
+    device: &Device,
+) -> anyhow::Result<(Vec<(String, f32)>, String, f32, Vec<SamplePrediction>)> {
+    let cfg = &model.cfg;
+    let name = objective_name(objective).to_string();
+    let mut loss_sum = 0f32;
+    let mut batches = 0;
+    let mut correct = 0usize;
+    let mut preds: Vec<Vec<RawDetection>> = vec![];
+    let mut samples = vec![];
+    let all: Vec<usize> = (0..val.len()).collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for chunk in all.chunks(64) {
+        let batch = make_batch(val, chunk, &Augment::none(), 0, device)?;
+        let loss = batch_loss(model, &batch, objective, noise, &mut rng)?.to_scalar::<f32>()?;
+        loss_sum += loss;
+        batches += 1;
+        let patches = patchify(&batch.images, cfg.patch_size)?;
+        match objective {
+            Objective::Classify => {
+                let probs = candle_nn::ops::softmax_last_dim(&objectives::classify_logits(model, &patches)?)?.to_vec2::<f32>()?;
+                for (k, p) in probs.iter().enumerate() {
+                    let best = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |x| x.0);
+                    if Some(best) == batch.classes[k] {
+                        correct += 1;
+                    }
+                    if samples.len() < 8 {
+                        let pred = crate::model::Prediction { probs: p.clone(), detections: vec![] };
+                        samples.push(SamplePrediction { image_index: batch.indices[k], top_classes: pred.top_k(3), boxes: vec![] });
+                    }
+                }
+            }
+            Objective::Detect => {
+                let opts = DecodeOptions { max_objects: cfg.max_objects, top_p: None, seed: 0, no_cache: false };
+                let dets = objectives::detect_decode(model, &patches, &opts)?;
+                for (k, d) in dets.into_iter().enumerate() {
+                    let d = objectives::nms(d, 0.7);
+                    if samples.len() < 8 {
+                        let it = &val.items[chunk[k]];
+                        let boxes = d.iter().filter(|x| x.score >= 0.3).map(|x| (it.letterbox.to_original(&x.object), x.score)).collect();
+                        samples.push(SamplePrediction { image_index: it.index, top_classes: vec![], boxes });
+                    }
+                    preds.push(d);
+                }
+            }
+            Objective::Pretrain => {}
+        }
+    }
+    let val_loss = loss_sum / batches.max(1) as f32;
+    let (metric_name, metric) = match objective {
+        Objective::Classify => ("accuracy".to_string(), correct as f32 / val.len().max(1) as f32),
+        Objective::Detect => {
+            let truth: Vec<Vec<Object>> = val.items.iter().map(|i| i.objects.clone()).collect();
+            ("map50".to_string(), map50(&preds, &truth, cfg.n_classes))
+        }
+        Objective::Pretrain => ("val_loss".to_string(), -val_loss),
+    };
+    Ok((vec![(name, val_loss)], metric_name, metric, samples))
+}
+
+struct Run {
+    cfg: ModelConfig,
+    config: TrainConfig,
+    objective: Objective,
+    class_names: Vec<String>,
+    normalization: Normalization,
+    history: Vec<Objective>,
+}
+
+impl Run {
+    fn save(
+        &self,
+        vars: &[(String, Var)],
+        opt: &AdamW,
+        ema: Option<&Ema>,
+        state: &TrainState,
+        events: &Sender<Event>,
+    ) -> anyhow::Result<()> {
+        let raw = var_tensors(vars);
+        let weights = match ema {
+            Some(e) => e.shadow.clone(),
+            None => raw.clone(),
+        };
+        let mut opt_state = opt.state_tensors();
+        if ema.is_some() {
+            opt_state.extend(raw.iter().map(|(n, t)| (format!("raw.{n}"), t.clone())));
+        }
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT.into(),
+            version: checkpoint::VERSION,
+            model: self.cfg.clone(),
+            task: self.objective,
+            class_names: self.class_names.clone(),
+            normalization: self.normalization,
+            history: self.history.clone(),
+            train: Some(state.clone()),
+        };
+        checkpoint::write(&self.config.out, &meta, &weights, Some(&opt_state))
+            .with_context(|| format!("writing checkpoint {}", self.config.out.display()))?;
+        let _ = events.send(Event::CheckpointWritten { path: self.config.out.clone(), step: state.step });
+        Ok(())
+    }
+}
+
+pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Command>, events: Sender<Event>) -> anyhow::Result<()> {
+    let device = pick_device(config.use_gpu);
+    // Resume: the stored run's settings win, except where to write.
+    let resume_meta = match &config.resume {
+        Some(r) => Some(checkpoint::read_meta(r)?),
+        None => None,
+    };
+    let config = match &resume_meta {
+        Some(m) => {
+            let st = m.train.as_ref().with_context(|| format!("{}: this checkpoint has no training state to resume", config.resume.as_ref().unwrap().display()))?;
+            TrainConfig { out: config.out.clone(), resume: config.resume.clone(), use_gpu: config.use_gpu, ..st.config.clone() }
+        }
+        None => config,
+    };
+    let objective = config.objective;
+    let init_meta = match (&resume_meta, &config.init) {
+        (None, Some(p)) => Some(checkpoint::read_meta(p).with_context(|| "reading the --init checkpoint")?),
+        _ => None,
+    };
+    let class_names = project.class_names();
+    if objective != Objective::Pretrain && class_names.is_empty() {
+        bail!("the project has no classes: label some images first");
+    }
+    if objective == Objective::Classify && class_names.len() < 2 {
+        bail!("classification needs at least 2 classes (the project has {})", class_names.len());
+    }
+
+    // Model config.
+    let mut cfg = match (&resume_meta, &init_meta) {
+        (Some(m), _) => m.model.clone(),
+        (None, Some(m)) => m.model.clone(),
+        (None, None) => {
+            let preset = ModelConfig::preset(&config.preset).map_err(anyhow::Error::msg)?;
+            let size = config.image_size.unwrap_or_else(|| auto_image_size(&project, &preset));
+            let mut c = preset.with_image_size(size);
+            if objective == Objective::Detect {
+                // Room for the most crowded training image plus as many noise boxes (sequence augmentation).
+                let most = project.images.iter().filter(|e| e.split == Split::Train).map(|e| e.boxes.len()).max().unwrap_or(1);
+                c.max_objects = (2 * most).clamp(4, 100);
+            }
+            c
+        }
+    };
+    if objective != Objective::Pretrain {
+        cfg.n_classes = cfg.n_classes.max(class_names.len());
+    }
+    if objective == Objective::Detect && resume_meta.is_none() {
+        let most = project.images.iter().filter(|e| e.split == Split::Train).map(|e| e.boxes.len()).max().unwrap_or(1);
+        if most > cfg.max_objects {
+            log::warn!("images with up to {most} boxes; the model keeps {} per image", cfg.max_objects);
+        }
+    }
+    let normalization = match (&resume_meta, &init_meta) {
+        (Some(m), _) | (None, Some(m)) => m.normalization,
+        _ => compute_normalization(&project, Split::Train, cfg.image_size),
+    };
+    let mut history = init_meta.as_ref().or(resume_meta.as_ref()).map(|m| m.history.clone()).unwrap_or_default();
+    if history.last() != Some(&objective) {
+        history.push(objective);
+    }
+
+    // Data.
+    let need = need_of(objective);
+    let train = Dataset::load(&project, Split::Train, need, cfg.image_size, &normalization);
+    for s in &train.skipped {
+        log::warn!("skipped {s}");
+    }
+    if train.is_empty() {
+        bail!("no usable {} training images in the train split ({} skipped)", objective_name(objective), train.skipped.len());
+    }
+    let val = Dataset::load(&project, Split::Val, need, cfg.image_size, &normalization);
+
+    // Weights and optimizer state.
+    let (model, vars, opt, ema, mut state) = if let Some(meta) = &resume_meta {
+        let path = config.resume.as_ref().unwrap();
+        let st = meta.train.clone().unwrap();
+        let weights = checkpoint::read_weights(path, &device)?;
+        let opt_tensors = checkpoint::read_optimizer(path, &device)?;
+        let raw: HashMap<String, Tensor> = if st.has_ema {
+            opt_tensors.iter().filter_map(|(n, t)| n.strip_prefix("raw.").map(|k| (k.to_string(), t.clone()))).collect()
+        } else {
+            weights.clone()
+        };
+        let (model, vars, _) = build_model(&cfg, Some(&raw), true, config.seed, &device)?;
+        let mut opt = AdamW::new(&vars, config.weight_decay)?;
+        opt.load_state(&opt_tensors, st.optimizer_t)?;
+        let ema = match config.ema {
+            Some(d) if st.has_ema => {
+                let mut e = Ema::new(&vars, d)?;
+                for (n, t) in e.shadow.iter_mut() {
+                    if let Some(w) = weights.get(n) {
+                        *t = w.clone();
+                    }
+                }
+                Some(e)
+            }
+            Some(d) => Some(Ema::new(&vars, d)?),
+            None => None,
+        };
+        (model, vars, opt, ema, st)
+    } else {
+        let init_weights = match &config.init {
+            Some(p) => Some(checkpoint::read_weights(p, &device)?),
+            None => None,
+        };
+        let (model, vars, fresh) = build_model(&cfg, init_weights.as_ref(), true, config.seed, &device)?;
+        if init_weights.is_some() && !fresh.is_empty() {
+            log::info!("fine-tuning: new or grown parameters: {}", fresh.join(", "));
+        }
+        let opt = AdamW::new(&vars, config.weight_decay)?;
+        let ema = config.ema.map(|d| Ema::new(&vars, d)).transpose()?;
+        let st = TrainState {
+            config: config.clone(),
+            step: 0,
+            total_steps: 0,
+            optimizer_t: 0,
+            elapsed_s: 0.0,
+            best_metric: None,
+            evals_without_improvement: 0,
+            has_ema: ema.is_some(),
+            loss_history: vec![],
+        };
+        (model, vars, opt, ema, st)
+    };
+    let (mut opt, mut ema) = (opt, ema);
+    let run = Run { cfg: cfg.clone(), config: config.clone(), objective, class_names, normalization, history };
+
+    let accum = config.grad_accum.max(1);
+    let batch = config.batch_size.max(1);
+    let sampler = Sampler { n: train.len(), batch, seed: config.seed };
+    let steps_per_epoch = (sampler.steps_per_epoch() as f64 / accum as f64).ceil().max(1.0) as u64;
+    let by_steps = config.steps;
+    let by_epochs = config.epochs.map(|e| (e as f64 * steps_per_epoch as f64).ceil().max(1.0) as u64);
+    let time_budget = config.minutes.map(|m| m as f64 * 60.0);
+    let mut total_steps = match (by_steps, by_epochs) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        // Time-limited only: a first guess, refined from the measured speed below.
+        (None, None) if time_budget.is_some() => 1000,
+        (None, None) => 50 * steps_per_epoch,
+    };
+    if resume_meta.is_some() && state.total_steps > 0 {
+        total_steps = state.total_steps;
+    }
+    let count_limited = by_steps.is_some() || by_epochs.is_some();
+    let eval_every = if config.eval_every > 0 { config.eval_every } else { steps_per_epoch.max(total_steps / 10).max(1) };
+    let aug = default_augment(objective);
+    let noise = true;
+    let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let _ = events.send(Event::Started { total_steps, device: device_name(&device), parameters: params });
+
+    let start = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let start_step = state.step;
+    let mut paused_total = 0f64;
+    let elapsed = |start: &Instant, paused: f64| elapsed_before + start.elapsed().as_secs_f64() - paused;
+    let mut reason = "completed".to_string();
+    while state.step < total_steps {
+        // Commands.
+        let mut stop = false;
+        while let Ok(c) = commands.try_recv() {
+            match c {
+                Command::Stop => stop = true,
+                Command::SaveNow => {
+                    state.elapsed_s = elapsed(&start, paused_total);
+                    run.save(&vars, &opt, ema.as_ref(), &state, &events)?
+                }
+                Command::Resume => {}
+                Command::Pause => {
+                    let _ = events.send(Event::Paused);
+                    let paused_at = Instant::now();
+                    loop {
+                        match commands.recv() {
+                            Ok(Command::Resume) => break,
+                            Ok(Command::Stop) | Err(_) => {
+                                stop = true;
+                                break;
+                            }
+                            Ok(Command::SaveNow) => run.save(&vars, &opt, ema.as_ref(), &state, &events)?,
+                            Ok(Command::Pause) => {}
+                        }
+                    }
+                    // Paused time is not training time.
+                    paused_total += paused_at.elapsed().as_secs_f64();
+                    if !stop {
+                        let _ = events.send(Event::Resumed);
+                    }
+                }
+            }
+        }
+        if stop {
+            reason = "stopped".into();
+            break;
+        }
+        let now = elapsed(&start, paused_total);
+        if let Some(budget) = time_budget {
+            if now >= budget {
+                reason = "time limit reached".into();
+                break;
+            }
+        }
+
+        let step_start = Instant::now();
+        let lr = learning_rate(state.step, total_steps, config.warmup_steps.min(total_steps / 5), config.lr, 0.05);
+        let mut grads = HashMap::new();
+        let mut loss_sum = 0f32;
+        for micro in 0..accum as u64 {
+            let k = state.step * accum as u64 + micro;
+            let idx = sampler.batch_indices(k);
+            let b = make_batch(&train, &idx, &aug, mix(config.seed, 2 * k), &device)?;
+            let mut rng = StdRng::seed_from_u64(mix(config.seed, 2 * k + 1));
+            let loss = batch_loss(&model, &b, objective, noise, &mut rng)?;
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                bail!("the loss became {value} at step {}: training diverged; try a lower learning rate (now {lr:.2e})", state.step);
+            }
+            loss_sum += value;
+            accumulate(&mut grads, collect_grads(&loss.backward()?, &vars))?;
+        }
+        let scale = 1.0 / accum as f64;
+        let norm = global_norm(&grads)? * scale;
+        let clip = match config.grad_clip {
+            Some(c) if norm > c => c / norm,
+            _ => 1.0,
+        };
+        opt.step(&grads, lr, scale * clip)?;
+        if let Some(e) = ema.as_mut() {
+            e.update(&vars, state.step)?;
+        }
+        state.step += 1;
+        state.optimizer_t = opt.t;
+        let loss = loss_sum / accum as f32;
+        state.loss_history.push(loss);
+        let step_time = step_start.elapsed().as_secs_f64();
+
+        // Time-limited runs: refine the step count from the measured speed (including evaluation time).
+        let t = elapsed(&start, paused_total);
+        if let (Some(budget), false) = (time_budget, count_limited) {
+            if [5, 20, 60, 150, 400, 1000, 3000].contains(&(state.step - start_step)) {
+                let per_step = (t - elapsed_before) / (state.step - start_step) as f64 * 1.03;
+                total_steps = (state.step + ((budget - t).max(0.0) / per_step) as u64).max(state.step + 1);
+            }
+        }
+        state.total_steps = total_steps;
+        let remaining = total_steps.saturating_sub(state.step) as f64;
+        let avg = (t - elapsed_before) / ((state.step - start_step) as f64).max(1.0);
+        let _ = events.send(Event::Step(StepStats {
+            step: state.step,
+            total_steps,
+            epoch: state.step as f32 / steps_per_epoch as f32,
+            losses: vec![(objective_name(objective).to_string(), loss)],
+            lr,
+            images_per_sec: (batch * accum) as f32 / step_time as f32,
+            elapsed_s: t as f32,
+            eta_s: (remaining * avg) as f32,
+        }));
+
+        // Evaluation on the val split.
+        let last = state.step >= total_steps;
+        if !val.is_empty() && (state.step % eval_every == 0 || last) {
+            let weights = match &ema {
+                Some(e) => e.shadow.clone(),
+                None => var_tensors(&vars),
+            };
+            let eval_model = inference_model(&cfg, &weights, &device)?;
+            let (val_losses, metric_name, metric, samples) = evaluate(&eval_model, &val, objective, noise, config.seed, &device)?;
+            let shown = if objective == Objective::Pretrain { -metric } else { metric };
+            let _ = events.send(Event::Eval(EvalStats {
+                step: state.step,
+                epoch: state.step as f32 / steps_per_epoch as f32,
+                val_losses,
+                metric_name,
+                metric: shown,
+            }));
+            if !samples.is_empty() {
+                let _ = events.send(Event::Samples(samples));
+            }
+            if state.best_metric.is_none_or(|b| metric > b) {
+                state.best_metric = Some(metric);
+                state.evals_without_improvement = 0;
+            } else {
+                state.evals_without_improvement += 1;
+            }
+            if let Some(p) = config.early_stop_patience {
+                if state.evals_without_improvement >= p && !last {
+                    reason = format!("early stop: no val improvement in {p} evaluations");
+                    break;
+                }
+            }
+        }
+    }
+    state.elapsed_s = elapsed(&start, paused_total);
+    state.total_steps = total_steps;
+    run.save(&vars, &opt, ema.as_ref(), &state, &events)?;
+    let _ = events.send(Event::Finished { checkpoint: config.out.clone(), reason });
+    Ok(())
 }
