@@ -550,3 +550,64 @@ fn confusion_matrix_cell_click_shows_those_images() {
     assert!(h.query_by_label_contains("Images of red predicted as green").is_some());
     assert!(h.query_by_label("80%").is_some(), "the one image of that cell is listed with its probability");
 }
+
+/// The whole loop with the real engine: train from the Train view, watch loss points arrive, then use the
+/// model it produced to predict a dropped image, evaluate, suggest labels and look inside.
+#[test]
+fn real_training_run_then_predict_evaluate_suggest_and_look_inside() {
+    let env = env();
+    let dir = env.root.join("demo");
+    let opts = tessera::data::demo::DemoOptions { count: 60, ..Default::default() };
+    tessera::data::demo::write_demo(&dir, &opts).unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    let mut t = h.state().state.settings.train.clone();
+    t.epochs = 3.0;
+    t.batch_size = 16;
+    t.use_gpu = false;
+    apply(&mut h, Message::SetTrainSettings(t));
+    apply(&mut h, Message::ShowView(View::Train));
+    h.get_by_label_contains("Start training").click();
+    run_until(&mut h, "loss points", 120, |a| a.state.runs.last().is_some_and(|r| r.steps.len() >= 2));
+    {
+        let run = h.state().state.runs.last().unwrap();
+        assert!(run.steps.iter().all(|s| s.losses.iter().all(|(_, v)| v.is_finite())), "finite losses");
+        assert!(run.total_steps > 0 && run.parameters > 0);
+    }
+    run_until(&mut h, "the run to finish and its model to load", 300, |a| !a.state.is_training() && a.state.predictor.is_some() && a.state.loading_checkpoint.is_none());
+    let run = h.state().state.runs.last().unwrap();
+    assert!(matches!(run.status, tessera::ui::state::RunStatus::Finished(_)), "{:?}", run.status);
+    assert!(!run.evals.is_empty(), "validation points arrived");
+    assert!(run.out_dir.join("history.json").is_file());
+
+    // Predict a dropped image with the new model.
+    apply(&mut h, Message::ShowView(View::Predict));
+    let img = dir.join("images").read_dir().unwrap().flatten().next().unwrap().path();
+    h.input_mut().dropped_files = vec![std::sync::Arc::new(Dropped(img)) as egui::DroppedFileHandle];
+    h.step();
+    run_until(&mut h, "the prediction", 60, |a| a.state.predict_items.first().is_some_and(|i| i.prediction.is_some()));
+    let shown = {
+        let item = &h.state().state.predict_items[0];
+        let p = item.prediction.as_ref().unwrap().as_ref().expect("prediction succeeds");
+        p.detections.iter().filter(|d| d.score >= h.state().state.settings.threshold).count()
+    };
+    run_until(&mut h, "the image to be drawn", 20, |a| a.predict_panel.drawn_boxes == shown && a.state.images.pending() == 0);
+
+    // Evaluate on the test split.
+    apply(&mut h, Message::RunEvaluation(Split::Test));
+    run_until(&mut h, "the evaluation", 120, |a| !a.state.eval_running);
+    assert!(h.state().state.eval_report.is_some(), "evaluation failed: {:?}", h.state().state.eval_error);
+
+    // Model-assisted labelling.
+    apply(&mut h, Message::SelectImage(Some(0)));
+    apply(&mut h, Message::RequestSuggestions(0));
+    run_until(&mut h, "suggestions", 60, |a| a.state.suggesting.is_none());
+    assert!(h.state().state.suggestions.contains_key(&0), "suggestions arrived: {:?}", h.state().state.notices.last().map(|n| &n.text));
+
+    // Look inside: attention over the patches.
+    apply(&mut h, Message::ShowView(View::Inside));
+    run_until(&mut h, "attention", 60, |a| a.state.attention.values().any(|r| match r { Ok(_) => true, Err(e) => !e.starts_with("computing") }));
+    let att = h.state().state.attention.values().next().unwrap();
+    let map = att.as_ref().expect("attention map");
+    assert_eq!(map.per_layer[0].len(), map.grid.0 * map.grid.1);
+}

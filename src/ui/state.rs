@@ -71,8 +71,12 @@ impl View {
 #[serde(default)]
 pub struct TrainSettings {
     pub preset: String,
-    pub image_size: usize,
+    /// Model input size; `None` lets the engine pick from the images.
+    pub image_size: Option<usize>,
     pub epochs: f32,
+    /// Stop after this many minutes even if the epochs are not done.
+    pub time_limit: bool,
+    pub minutes: f32,
     pub batch_size: usize,
     pub lr: f64,
     pub warmup_steps: u64,
@@ -95,8 +99,10 @@ impl Default for TrainSettings {
         let engine = TrainConfig::default();
         TrainSettings {
             preset: engine.preset,
-            image_size: 64,
+            image_size: None,
             epochs: 10.0,
+            time_limit: false,
+            minutes: 10.0,
             batch_size: engine.batch_size,
             lr: engine.lr,
             warmup_steps: engine.warmup_steps,
@@ -1399,7 +1405,7 @@ impl AppState {
         let task = self.task().unwrap_or_default();
         let base = TrainConfig {
             preset: t.preset.clone(),
-            image_size: Some(t.image_size),
+            image_size: t.image_size,
             batch_size: t.batch_size.max(1),
             warmup_steps: t.warmup_steps,
             weight_decay: t.weight_decay,
@@ -1422,6 +1428,7 @@ impl AppState {
         stages.push(TrainConfig {
             objective: Objective::from(task),
             epochs: Some(t.epochs),
+            minutes: t.time_limit.then_some(t.minutes),
             lr: t.lr,
             init: if t.init_from_current && !t.pretrain { self.checkpoint.clone() } else { None },
             out: out.join("model"),

@@ -60,9 +60,11 @@ impl TrainPanel {
             });
             egui::Grid::new("model_grid").num_columns(2).spacing([10.0, 6.0]).show(ui, |ui| {
                 ui.label("Image size");
-                egui::ComboBox::from_id_salt("image_size").selected_text(format!("{} px", t.image_size)).show_ui(ui, |ui| {
+                let shown = t.image_size.map(|s| format!("{s} px")).unwrap_or_else(|| "automatic".into());
+                egui::ComboBox::from_id_salt("image_size").selected_text(shown).show_ui(ui, |ui| {
+                    ui.selectable_value(&mut t.image_size, None, "automatic (from the images)");
                     for s in [32, 48, 64, 96, 128, 160, 224] {
-                        ui.selectable_value(&mut t.image_size, s, format!("{s} px"));
+                        ui.selectable_value(&mut t.image_size, Some(s), format!("{s} px"));
                     }
                 });
                 ui.end_row();
@@ -91,6 +93,9 @@ impl TrainPanel {
             egui::Grid::new("ft_grid").num_columns(2).spacing([10.0, 6.0]).show(ui, |ui| {
                 ui.label("Epochs");
                 ui.add(egui::DragValue::new(&mut t.epochs).range(0.5..=1000.0).speed(0.5));
+                ui.end_row();
+                ui.checkbox(&mut t.time_limit, "Time limit");
+                ui.add_enabled(t.time_limit, egui::DragValue::new(&mut t.minutes).range(0.5..=10_000.0).speed(0.5).suffix(" min"));
                 ui.end_row();
                 ui.label("Batch size");
                 ui.add(egui::DragValue::new(&mut t.batch_size).range(1..=512));
