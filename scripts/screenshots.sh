@@ -37,8 +37,14 @@ DEMO="$TESSERA_DATA_DIR/demo-project"
 
 # A model for the Predict / Evaluate / Look-inside views.
 CKPT="${TESSERA_CHECKPOINT:-}"
+if [[ -z "$CKPT" ]]; then
+    # The checkpoint that ships with the app, if this checkout has one.
+    CKPT="$(dirname "$(ls assets/*/checkpoint.json 2>/dev/null | head -1)" 2>/dev/null || true)"
+    [[ "$CKPT" == "." ]] && CKPT=""
+fi
 if [[ -z "$CKPT" && -f "$DEMO/tessera.json" ]]; then
-    if timeout 300 "$BIN" train "$DEMO" --out "$WORK/model" >"$WORK/train.log" 2>&1; then
+    # shellcheck disable=SC2086
+    if timeout 600 "$BIN" train "$DEMO" --out "$WORK/model" ${TRAIN_ARGS:---minutes 3} >"$WORK/train.log" 2>&1; then
         CKPT="$WORK/model"
     else
         echo "note: no model for the screenshots ($(tail -1 "$WORK/train.log"))"
@@ -79,7 +85,7 @@ shoot() {
 IMAGES="$DEMO/images"
 shoot project project 4
 shoot label label 4
-shoot train train 25 TESSERA_TRAIN=1
+shoot train train 75 TESSERA_TRAIN=1
 shoot predict predict 8 TESSERA_PREDICT="$IMAGES"
 shoot evaluate evaluate 20 TESSERA_EVALUATE=1
 shoot inside inside 10

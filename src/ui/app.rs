@@ -142,7 +142,13 @@ impl TesseraApp {
         if self.autopilot.frame_log && self.last_frame_log.elapsed().as_secs_f32() > 3.0 {
             self.last_frame_log = Instant::now();
             let (avg, max) = frame_stats(&self.state);
-            eprintln!("frame-time view={:?} training={} avg_ms={avg:.2} max_ms={max:.2} frames={}", self.state.view, self.state.is_training(), self.state.frame_times.len());
+            eprintln!(
+                "frame-time view={:?} training={} avg_ms={avg:.2} p95_ms={:.2} max_ms={max:.2} frames={}",
+                self.state.view,
+                self.state.is_training(),
+                frame_p95(&self.state),
+                self.state.frame_times.len()
+            );
         }
     }
 
@@ -310,7 +316,7 @@ impl TesseraApp {
                 }
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     let (avg, max) = frame_stats(&self.state);
-                    ui.label(RichText::new(format!("frame {avg:.1} ms (max {max:.1})")).small().color(weak))
+                    ui.label(RichText::new(format!("frame {avg:.1} ms (p95 {:.1}, max {max:.1})", frame_p95(&self.state))).small().color(weak))
                         .on_hover_text("Time spent building the UI per frame, over the last few seconds");
                     if self.state.jobs.running() > 0 {
                         ui.spinner();
@@ -471,6 +477,16 @@ pub fn frame_stats(state: &AppState) -> (f32, f32) {
     let avg = state.frame_times.iter().sum::<f32>() / n;
     let max = state.frame_times.iter().copied().fold(0.0, f32::max);
     (avg, max)
+}
+
+/// The 95th percentile frame time (ms) over the recorded frames.
+pub fn frame_p95(state: &AppState) -> f32 {
+    let mut v: Vec<f32> = state.frame_times.iter().copied().collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f32::total_cmp);
+    v[((v.len() - 1) as f32 * 0.95).round() as usize]
 }
 
 fn ago(t: Instant) -> String {

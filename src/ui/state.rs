@@ -471,6 +471,7 @@ pub struct AppState {
     pub device: String,
     /// Frame times (ms) of the last frames, for the status bar.
     pub frame_times: std::collections::VecDeque<f32>,
+    frames_seen: u64,
     /// Set when the user confirmed quitting while training: close once the run has stopped.
     pub quit_after_stop: bool,
     ctx: Option<egui::Context>,
@@ -528,6 +529,7 @@ impl AppState {
             images: ImageCache::new(),
             device: engine::device_label(),
             frame_times: Default::default(),
+            frames_seen: 0,
             quit_after_stop: false,
             ctx: None,
             settings_checked: Instant::now(),
@@ -1673,10 +1675,15 @@ impl AppState {
         );
     }
 
-    /// Records one frame's duration (ms).
+    /// Records one frame's duration (ms). The first frames (font atlas, first textures) are warm-up and
+    /// are left out, so the figures describe the app as it is used.
     pub fn record_frame(&mut self, ms: f32) {
+        self.frames_seen += 1;
+        if self.frames_seen <= 30 {
+            return;
+        }
         self.frame_times.push_back(ms);
-        if self.frame_times.len() > 240 {
+        if self.frame_times.len() > 600 {
             self.frame_times.pop_front();
         }
     }
