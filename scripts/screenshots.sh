@@ -89,5 +89,5 @@ shoot train train 75 TESSERA_TRAIN=1
 shoot predict predict 8 TESSERA_PREDICT="$IMAGES"
 shoot evaluate evaluate 20 TESSERA_EVALUATE=1
 shoot inside inside 10
-shoot label-light label 4 TESSERA_THEME=light
 shoot help label 3 TESSERA_HELP=1
+shoot label-light label 4 TESSERA_THEME=light

@@ -383,7 +383,7 @@ impl TesseraApp {
             ];
             for (group, keys) in rows {
                 theme::section(ui, group);
-                egui::Grid::new(group).num_columns(2).spacing([24.0, 4.0]).striped(true).show(ui, |ui| {
+                egui::Grid::new(group).num_columns(2).spacing([24.0, 4.0]).min_col_width(220.0).striped(true).show(ui, |ui| {
                     for (k, what) in *keys {
                         ui.label(RichText::new(*k).monospace().strong());
                         ui.label(*what);

@@ -41,7 +41,13 @@ impl InsidePanel {
             InsideSource::LabelImage => {
                 let p = state.project.as_ref()?;
                 let i = state.current_image.filter(|&i| i < p.images.len())?;
-                Some((p.source_of(i), p.images[i].source.display_name(), p.images[i].boxes.iter().map(|b| p.classes.get(b.class).map(|c| c.name.clone()).unwrap_or_default()).collect()))
+                // The objects are the model's own detections (in decoding order), not the labels.
+                let objects = state
+                    .suggestions
+                    .get(&i)
+                    .map(|s| s.boxes.iter().map(|(b, score)| format!("{} {:.0}%", p.classes.get(b.class).map(|c| c.name.as_str()).unwrap_or("?"), score * 100.0)).collect())
+                    .unwrap_or_default();
+                Some((p.source_of(i), p.images[i].source.display_name(), objects))
             }
             InsideSource::PredictImage => {
                 let item = state.predict_items.get(state.predict_selected)?;
@@ -77,11 +83,11 @@ impl InsidePanel {
                 if task == Task::Detect {
                     ui.separator();
                     ui.label("Object");
-                    let text = objects.get(self.object).cloned().unwrap_or_else(|| format!("#{}", self.object + 1));
+                    let text = objects.get(self.object).cloned().unwrap_or_else(|| format!("detection #{}", self.object + 1));
                     egui::ComboBox::from_id_salt("inside_object").selected_text(text).show_ui(ui, |ui| {
                         let n = objects.len().max(5);
                         for i in 0..n {
-                            let label = objects.get(i).cloned().unwrap_or_else(|| format!("#{}", i + 1));
+                            let label = objects.get(i).cloned().unwrap_or_else(|| format!("detection #{}", i + 1));
                             ui.selectable_value(&mut self.object, i, label);
                         }
                     });
@@ -150,9 +156,13 @@ impl InsidePanel {
                 ui.label("Patches given");
                 ui.add(egui::Slider::new(&mut self.keep_fraction, 0.0..=1.0).custom_formatter(|v, _| format!("{:.0}%", v * 100.0)));
             });
-            let grid_cells = {
-                let g = predictor.image_size() / 8;
-                (g * g).max(1)
+            // Patch count from the attention grid once known (the model's patch size is not exposed otherwise).
+            let grid_cells = match state.attention.get(&key) {
+                Some(Ok(map)) => (map.grid.0 * map.grid.1).max(1),
+                _ => {
+                    let g = predictor.image_size() / 8;
+                    (g * g).max(1)
+                }
             };
             let keep = ((self.keep_fraction * grid_cells as f32).round() as usize).min(grid_cells);
             let rkey = (source_key(&source), keep);
