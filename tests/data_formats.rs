@@ -647,3 +647,50 @@ fn every_detection_format_round_trips_exactly() {
         }
     }
 }
+
+#[test]
+fn yolo_roboflow_layout_and_shared_label_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Roboflow: data.yaml beside train/ and valid/, with paths written as ../train/images.
+    write(&d.join("data.yaml"), "train: ../train/images\nval: ../valid/images\nnc: 1\nnames: ['card']\n");
+    write(&d.join("train/images/a.jpg"), jpg(20, 20));
+    write(&d.join("train/labels/a.txt"), "0 0.5 0.5 0.5 0.5\n");
+    write(&d.join("train/images/b.jpg"), jpg(20, 20));
+    write(&d.join("train/images/b.png"), png(20, 20));
+    write(&d.join("train/labels/b.txt"), "0 0.5 0.5 0.5 0.5\n");
+    write(&d.join("valid/images/v.jpg"), jpg(20, 20));
+    write(&d.join("valid/labels/v.txt"), "");
+    let (p, r) = import(d, None);
+    assert_eq!(r.format, "yolo");
+    assert_eq!(r.images, 4);
+    assert_eq!(r.splits["val"], 1);
+    assert!(skipped_has(&r, "b.png", "shared"), "{:?}", r.skipped);
+    assert_eq!(boxes_of(&p, "a.jpg"), vec![(5.0, 5.0, 15.0, 15.0, "card".into())]);
+}
+
+#[test]
+fn voc_wrong_filename_falls_back_to_the_xml_name_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(&d.join("pics/photo.jpg"), jpg(20, 20));
+    write(&d.join("pics/photo.xml"), voc_xml("renamed-long-ago.jpg", 20, 20, &[("x", [1.0, 1.0, 5.0, 5.0])]));
+    let (p, r) = import(d, None);
+    assert_eq!(p.images.len(), 1);
+    assert!(r.warnings.iter().any(|w| w.contains("photo.xml") && w.contains("renamed-long-ago.jpg")), "{:?}", r.warnings);
+}
+
+#[test]
+fn a_plain_folder_of_photos_imports_unlabelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for i in 0..4 {
+        write(&d.join(format!("photo {i}.jpg")), jpg(12, 9));
+    }
+    assert_eq!(detect_format(d).unwrap(), Format::Folder);
+    let (p, r) = import(d, None);
+    assert_eq!(r.images, 4);
+    assert_eq!(r.labeled, 0);
+    assert!(p.classes.is_empty());
+    assert!(p.images.iter().all(|im| !im.labeled && im.class.is_none()));
+}

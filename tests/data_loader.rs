@@ -176,3 +176,38 @@ fn normalization_from_demo_images_is_plausible_and_config_errors_are_clear() {
     let err = Loader::new(project, vec![0], LoaderConfig { batch_size: 0, ..LoaderConfig::default() }).err().unwrap().to_string();
     assert!(err.contains("batch_size"), "{err}");
 }
+
+#[test]
+fn demo_data_and_loader_bench_commands_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shapes");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().unwrap();
+        assert!(o.status.success(), "tessera {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let out_s = out.to_str().unwrap();
+    let v = run(&["demo-data", "--out", out_s, "--count", "30", "--size", "48", "--seed", "3", "--json"]);
+    assert_eq!(v["images"], 30);
+    assert_eq!(v["splits"]["train"], 24);
+    assert_eq!(v["classes"].as_object().unwrap().len(), 5);
+    let project = Project::load(&out).unwrap();
+    assert_eq!(project.images.len(), 30);
+    assert_eq!(project.images[0].width, 48);
+    assert_eq!(std::fs::read_dir(out.join("images")).unwrap().count(), 30);
+
+    let v = run(&["bench", "loader", "--json", "--data", out_s, "--loader-size", "32", "--loader-repeats", "1"]);
+    let l = &v["loader"];
+    assert_eq!(l["images"], 30);
+    for key in ["decode_only_images_per_s", "uncached_images_per_s", "cached_images_per_s"] {
+        assert!(l[key].as_f64().unwrap() > 0.0, "{key} in {l}");
+    }
+
+    // Bad options are refused with a message, not a crash.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["demo-data", "--out", out_s, "--count", "0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--count"));
+}

@@ -22,6 +22,15 @@ pub struct DemoDataArgs {
     /// At most this many shapes per image (1 = a pure classification set).
     #[arg(long, default_value_t = DemoOptions::default().max_shapes)]
     pub max_shapes: usize,
+    /// Fraction of images holding exactly one shape (these also carry a class label for classification).
+    #[arg(long, default_value_t = DemoOptions::default().single_fraction)]
+    pub single_fraction: f32,
+    /// Smallest shape, as a fraction of the image side.
+    #[arg(long, default_value_t = DemoOptions::default().min_scale)]
+    pub min_scale: f32,
+    /// Largest shape, as a fraction of the image side.
+    #[arg(long, default_value_t = DemoOptions::default().max_scale)]
+    pub max_scale: f32,
     /// Task recorded in the project (both labels are written either way).
     #[arg(long, default_value = "detect")]
     pub task: Task,
@@ -31,7 +40,16 @@ pub struct DemoDataArgs {
 }
 
 pub fn demo_data(a: DemoDataArgs) -> anyhow::Result<()> {
-    let opts = DemoOptions { count: a.count, size: a.size, seed: a.seed, max_shapes: a.max_shapes, task: a.task, ..DemoOptions::default() };
+    let opts = DemoOptions {
+        count: a.count,
+        size: a.size,
+        seed: a.seed,
+        single_fraction: a.single_fraction,
+        max_shapes: a.max_shapes,
+        min_scale: a.min_scale,
+        max_scale: a.max_scale,
+        task: a.task,
+    };
     let project = write_demo(&a.out, &opts)?;
     let mut box_counts = vec![0usize; project.classes.len()];
     for b in project.images.iter().flat_map(|i| &i.boxes) {

@@ -486,6 +486,13 @@ mod tests {
         let crc = crc32(&ihdr);
         png.extend_from_slice(&ihdr);
         png.extend_from_slice(&crc.to_be_bytes());
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut z, &[0u8; 4096]).unwrap();
+        let mut idat = b"IDAT".to_vec();
+        idat.extend_from_slice(&z.finish().unwrap());
+        png.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+        png.extend_from_slice(&idat);
+        png.extend_from_slice(&crc32(&idat).to_be_bytes());
         png.extend_from_slice(&[0, 0, 0, 0]);
         png.extend_from_slice(b"IEND");
         png.extend_from_slice(&crc32(b"IEND").to_be_bytes());

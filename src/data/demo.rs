@@ -70,6 +70,7 @@ pub fn demo_split(i: usize) -> Split {
 /// project pointing at missing images.
 pub fn write_demo(out: &Path, opts: &DemoOptions) -> anyhow::Result<Project> {
     validate(opts)?;
+    refuse_to_overwrite_a_real_project(out)?;
     let images_dir = out.join("images");
     std::fs::create_dir_all(&images_dir).with_context(|| format!("creating {}", images_dir.display()))?;
     let digits = opts.count.saturating_sub(1).to_string().len().max(4);
@@ -97,13 +98,33 @@ pub fn write_demo(out: &Path, opts: &DemoOptions) -> anyhow::Result<Project> {
         })
         .collect::<anyhow::Result<_>>()?;
 
-    let mut project = Project::new("shapes demo", opts.task, out);
+    let mut project = Project::new(DEMO_PROJECT_NAME, opts.task, out);
     for name in SHAPE_NAMES {
         project.class_index_or_add(name);
     }
     project.images = entries;
     project.save().with_context(|| format!("saving {}", project.project_file().display()))?;
     Ok(project)
+}
+
+/// Name of the generated project; also how an existing demo folder is recognised (and may be regenerated).
+pub const DEMO_PROJECT_NAME: &str = "shapes demo";
+
+/// Regenerating a demo folder is fine; writing over somebody's own project is not.
+fn refuse_to_overwrite_a_real_project(out: &Path) -> anyhow::Result<()> {
+    let file = out.join(super::project::PROJECT_FILE);
+    if !file.exists() {
+        return Ok(());
+    }
+    match Project::load(out) {
+        Ok(p) if p.name == DEMO_PROJECT_NAME => Ok(()),
+        Ok(p) => anyhow::bail!(
+            "{} already holds the Tessera project '{}'; demo data is only written to a new folder or over earlier demo data",
+            out.display(),
+            p.name
+        ),
+        Err(e) => anyhow::bail!("{} already holds a project file that is not demo data ({e}); choose another folder", out.display()),
+    }
 }
 
 fn validate(opts: &DemoOptions) -> anyhow::Result<()> {
@@ -488,6 +509,23 @@ mod tests {
             let ImageSource::File(rel) = &im.source else { unreachable!() };
             assert_eq!(std::fs::read(dir.path().join(rel)).unwrap(), std::fs::read(dir2.path().join(rel)).unwrap());
         }
+    }
+
+    #[test]
+    fn a_real_project_is_never_overwritten_but_demo_data_is_regenerated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mine = Project::new("my cats", Task::Classify, dir.path());
+        mine.class_index_or_add("cat");
+        mine.save().unwrap();
+        let err = write_demo(dir.path(), &small()).unwrap_err().to_string();
+        assert!(err.contains("my cats"), "{err}");
+        assert_eq!(Project::load(dir.path()).unwrap(), mine);
+        assert!(!dir.path().join("images").exists());
+
+        let demo_dir = tempfile::tempdir().unwrap();
+        write_demo(demo_dir.path(), &small()).unwrap();
+        let again = write_demo(demo_dir.path(), &DemoOptions { count: 10, ..small() }).unwrap();
+        assert_eq!(Project::load(demo_dir.path()).unwrap().images.len(), again.images.len());
     }
 
     #[test]

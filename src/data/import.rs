@@ -208,10 +208,7 @@ pub fn detect_format(src: &Path) -> Result<Format, ImportError> {
             continue;
         }
         if formats::is_image_path(p) {
-            let depth = entry.depth();
-            if depth >= 2 {
-                found.nested_images += 1;
-            }
+            found.images += 1;
             continue;
         }
         let ext = name.rsplit('.').next().unwrap_or("");
@@ -264,10 +261,11 @@ pub fn detect_format(src: &Path) -> Result<Format, ImportError> {
         Format::Digits
     } else if f.labels_dir {
         Format::Yolo
-    } else if f.nested_images > 0 {
+    } else if f.images > 0 {
+        // Class folders, or a plain folder of photos to label by hand (imported unlabelled).
         Format::Folder
     } else {
-        return Err(unknown("no annotation files and no class folders of images found"));
+        return Err(unknown("no annotation files and no images found"));
     })
 }
 
@@ -285,7 +283,7 @@ struct Found {
     csv: bool,
     csv_split: bool,
     digits: bool,
-    nested_images: usize,
+    images: usize,
 }
 
 /// Format of a single data/annotation file, from its name and first bytes.

@@ -68,7 +68,9 @@ pub fn read(src: &Path) -> Result<Parsed, FormatError> {
             }
         }
     }
-    if unlabeled > 0 {
+    if unlabeled > 0 && classes.is_empty() {
+        out.warn(format!("no labels found: imported {unlabeled} unlabelled images to label by hand"));
+    } else if unlabeled > 0 {
         out.warn(format!("{unlabeled} images are not inside a class folder: imported unlabelled"));
     }
     out.classes = classes.into_iter().collect();

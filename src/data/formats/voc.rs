@@ -140,9 +140,11 @@ fn add_annotation(
     }
     dirs.push(root.to_path_buf());
     let stem = xml.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let image = index
-        .resolve(&ann.filename, &dirs)
-        .or_else(|first| index.resolve(&stem, &dirs).map_err(|_| first));
+    let image = index.resolve(&ann.filename, &dirs).or_else(|first| {
+        let by_stem = index.resolve(&stem, &dirs).map_err(|_| first.clone())?;
+        out.warn(format!("{}: <filename> {first}; using {} (named like the xml)", xml.display(), by_stem.display()));
+        Ok::<_, String>(by_stem)
+    });
     let image = match image {
         Ok(p) => p,
         Err(reason) => {

@@ -113,6 +113,7 @@ pub fn read(src: &Path) -> Result<Parsed, FormatError> {
 
     let mut missing_labels = 0usize;
     let mut seen = std::collections::HashSet::new();
+    let mut labels_used = std::collections::HashSet::new();
     for (img, split) in images {
         if !seen.insert(img.clone()) {
             continue; // listed twice (e.g. the same folder under train and val)
@@ -120,6 +121,13 @@ pub fn read(src: &Path) -> Result<Parsed, FormatError> {
         let mut raw = RawImage::file(img.clone(), key_of(&img, &root));
         raw.split = split;
         match label_path(&img) {
+            Some(label) if !labels_used.insert(label.clone()) => {
+                // a.jpg and a.png in one folder both map to a.txt: which image it describes is unknowable.
+                out.skip(
+                    raw.key.clone(),
+                    format!("label file {} is shared with another image of the same name; imported unlabelled", label.display()),
+                );
+            }
             Some(label) => {
                 raw.labeled = true;
                 match read_text(&label) {
@@ -224,7 +232,17 @@ fn resolve_rel(base: &Path, entry: &str, fallback: &Path) -> PathBuf {
     if a.exists() {
         return a;
     }
-    fallback.join(p)
+    let b = fallback.join(p);
+    if b.exists() {
+        return b;
+    }
+    // Roboflow writes `train: ../train/images` next to a train/ folder: try without the leading `../`.
+    let stripped: PathBuf = p.components().skip_while(|c| matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir)).collect();
+    let c = fallback.join(&stripped);
+    if c.exists() {
+        return c;
+    }
+    b
 }
 
 fn parse_names(v: &Value) -> Result<Option<Vec<String>>, String> {
