@@ -198,7 +198,10 @@ impl ProjectPanel {
             let unit = if project.task == Task::Detect { "boxes" } else { "images" };
             egui::Grid::new("classes").num_columns(4).spacing([10.0, 6.0]).striped(true).show(ui, |ui| {
                 for (i, class) in project.classes.iter().enumerate() {
-                    theme::swatch(ui, theme::class_color(class.color));
+                    let mut color = class.color;
+                    if ui.color_edit_button_srgb(&mut color).on_hover_text("Class colour").changed() {
+                        out.push(Message::SetClassColor(i, color));
+                    }
                     match &mut self.renaming {
                         Some((ri, text)) if *ri == i => {
                             let r = ui.add(egui::TextEdit::singleline(text).desired_width(140.0));

@@ -377,6 +377,7 @@ pub enum Message {
     RenameClass(usize, String),
     MergeClass { from: usize, into: usize },
     DeleteClass(usize),
+    SetClassColor(usize, [u8; 3]),
     RemoveRecent(PathBuf),
     /// Adds image files (or every image below folders) to the open project, unlabelled.
     AddImages(Vec<PathBuf>),
@@ -962,6 +963,11 @@ impl AppState {
             Message::RenameClass(i, name) => self.rename_class(i, name),
             Message::MergeClass { from, into } => self.merge_class(from, into),
             Message::DeleteClass(i) => self.delete_class(i),
+            Message::SetClassColor(i, color) => {
+                if self.project.as_ref().is_some_and(|p| i < p.classes.len()) {
+                    self.edit_all("class colour", |p| p.classes[i].color = color);
+                }
+            }
             Message::RemoveRecent(p) => self.settings.recent_projects.retain(|r| r != &p),
             Message::AddImages(paths) => self.add_images(paths),
             Message::SelectImage(i) => {
