@@ -611,3 +611,31 @@ fn real_training_run_then_predict_evaluate_suggest_and_look_inside() {
     let map = att.as_ref().expect("attention map");
     assert_eq!(map.per_layer[0].len(), map.grid.0 * map.grid.1);
 }
+
+/// Pretraining then fine-tuning runs as one run in two stages; both objectives' losses land in the same
+/// chart, and the fine-tuned model starts from the pretrained weights.
+#[test]
+fn pretrain_then_finetune_is_one_run_with_both_curves() {
+    let env = env();
+    let dir = env.root.join("demo");
+    let opts = tessera::data::demo::DemoOptions { count: 40, ..Default::default() };
+    tessera::data::demo::write_demo(&dir, &opts).unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    let mut t = h.state().state.settings.train.clone();
+    t.pretrain = true;
+    t.pretrain_epochs = 2.0;
+    t.epochs = 2.0;
+    t.batch_size = 16;
+    t.use_gpu = false;
+    apply(&mut h, Message::SetTrainSettings(t));
+    apply(&mut h, Message::StartTraining);
+    run_until(&mut h, "both stages to finish", 300, |a| !a.state.is_training() && a.state.loading_checkpoint.is_none());
+    let run = h.state().state.runs.last().unwrap();
+    assert!(matches!(run.status, tessera::ui::state::RunStatus::Finished(_)), "{:?}", run.status);
+    let objectives: std::collections::BTreeSet<String> = run.steps.iter().flat_map(|s| s.losses.iter().map(|(n, _)| n.clone())).collect();
+    assert_eq!(objectives.len(), 2, "pretraining and fine-tuning losses: {objectives:?}");
+    assert!(run.steps.windows(2).all(|w| w[1].step > w[0].step), "steps keep counting across stages");
+    assert!(run.checkpoint.as_ref().is_some_and(|c| c.ends_with("model")), "the run's model is the fine-tuned one");
+    assert!(h.state().state.predictor.is_some());
+}
