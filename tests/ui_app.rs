@@ -639,3 +639,21 @@ fn pretrain_then_finetune_is_one_run_with_both_curves() {
     assert!(run.checkpoint.as_ref().is_some_and(|c| c.ends_with("model")), "the run's model is the fine-tuned one");
     assert!(h.state().state.predictor.is_some());
 }
+
+/// A picture of the help overlay on an empty app (no paths, no data, nothing that changes between runs), to
+/// catch layout regressions. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test --release --test ui_app`.
+#[test]
+fn snapshot_help_overlay() {
+    let env = env();
+    let paths = AppPaths { config_dir: env.root.join("config"), data_dir: env.root.join("data") };
+    let ctx = egui::Context::default();
+    let app = TesseraApp::with_state(&ctx, AppState::new(paths), Autopilot::default());
+    let mut h = Harness::builder().with_size(egui::vec2(1100.0, 800.0)).with_theme(egui::Theme::Dark).build_ui_state(|ui, app: &mut TesseraApp| app.frame(ui), app);
+    h.state_mut().state.show_help = true;
+    h.step();
+    h.step();
+    // The status bar's frame time changes from run to run; keep it out of the picture.
+    let size = h.ctx.content_rect().size();
+    h.mask(egui::Rect::from_min_max(egui::pos2(size.x - 320.0, size.y - 30.0), size.to_pos2()));
+    h.snapshot("help_overlay");
+}
