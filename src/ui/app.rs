@@ -139,7 +139,7 @@ impl TesseraApp {
 
         let ms = started.elapsed().as_secs_f32() * 1000.0;
         self.state.record_frame(ms);
-        if self.autopilot.frame_log && self.last_frame_log.elapsed().as_secs_f32() > 3.0 {
+        if self.autopilot.frame_log && self.last_frame_log.elapsed().as_secs_f32() > 3.0 && !self.state.frame_times.is_empty() {
             self.last_frame_log = Instant::now();
             let (avg, max) = frame_stats(&self.state);
             eprintln!(
@@ -172,10 +172,11 @@ impl TesseraApp {
     fn shortcuts(&mut self, ctx: &egui::Context, out: &mut Vec<Message>) {
         let typing = ctx.egui_wants_keyboard_input();
         ctx.input_mut(|i| {
-            if i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z) || i.consume_key(Modifiers::COMMAND, Key::Y) {
+            // While typing, Ctrl+Z belongs to the text field.
+            if !typing && (i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z) || i.consume_key(Modifiers::COMMAND, Key::Y)) {
                 out.push(Message::Redo);
             }
-            if i.consume_key(Modifiers::COMMAND, Key::Z) {
+            if !typing && i.consume_key(Modifiers::COMMAND, Key::Z) {
                 out.push(Message::Undo);
             }
             if i.consume_key(Modifiers::COMMAND, Key::S) {
@@ -316,7 +317,12 @@ impl TesseraApp {
                 }
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     let (avg, max) = frame_stats(&self.state);
-                    ui.label(RichText::new(format!("frame {avg:.1} ms (p95 {:.1}, max {max:.1})", frame_p95(&self.state))).small().color(weak))
+                    let text = if self.state.frame_times.is_empty() {
+                        "frame time: measuring…".to_string()
+                    } else {
+                        format!("frame {avg:.1} ms (p95 {:.1}, max {max:.1})", frame_p95(&self.state))
+                    };
+                    ui.label(RichText::new(text).small().color(weak))
                         .on_hover_text("Time spent building the UI per frame, over the last few seconds");
                     if self.state.jobs.running() > 0 {
                         ui.spinner();

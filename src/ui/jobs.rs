@@ -19,6 +19,8 @@ pub enum JobResult {
     PredictorLoaded { path: PathBuf, result: Result<Arc<Predictor>, String> },
     /// Predictions for items of the Predict view (by item id).
     Predicted { id: u64, result: Result<Prediction, String> },
+    /// A prediction job died: these items (those still without a result) get the error.
+    PredictionsFailed { ids: Vec<u64>, error: String },
     /// Model-assisted labelling suggestions for a project image.
     Suggested { image: usize, result: Result<Suggestion, String> },
     Evaluated { result: Result<(EvalReport, Vec<String>), String> },

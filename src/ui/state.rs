@@ -810,6 +810,12 @@ impl AppState {
                     item.prediction = Some(result);
                 }
             }
+            JobResult::PredictionsFailed { ids, error } => {
+                for item in self.predict_items.iter_mut().filter(|i| ids.contains(&i.id) && i.prediction.is_none()) {
+                    item.prediction = Some(Err(error.clone()));
+                }
+                self.notify(NoticeLevel::Error, format!("Prediction stopped: {error}"));
+            }
             JobResult::Suggested { image, result } => {
                 self.suggesting = None;
                 match result {
@@ -1329,13 +1335,15 @@ impl AppState {
         }
         let source = project.source_of(image);
         let remap = class_remap(predictor.class_names(), project);
+        // Suggestions use the same confidence threshold as the Predict view.
+        let threshold = self.settings.threshold;
         self.suggesting = Some(image);
         self.jobs.spawn(
             "suggest",
             move || {
                 let result = (|| -> anyhow::Result<Suggestion> {
                     let img = crate::data::decode::load_image(&source)?;
-                    let opts = PredictOptions { threshold: 0.25, ..Default::default() };
+                    let opts = PredictOptions { threshold, ..Default::default() };
                     let pred = predictor.predict(&img, &opts)?;
                     let boxes = pred
                         .detections
@@ -1572,11 +1580,8 @@ impl AppState {
                 }
                 JobResult::Done
             },
-            move |e| {
-                // Mark every item this job owned as failed rather than leaving them spinning.
-                let _ = ids;
-                JobResult::Predicted { id: 0, result: Err(e) }
-            },
+            // Mark every item this job owned as failed rather than leaving them spinning.
+            move |error| JobResult::PredictionsFailed { ids, error },
         );
     }
 
