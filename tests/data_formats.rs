@@ -694,3 +694,24 @@ fn a_plain_folder_of_photos_imports_unlabelled() {
     assert!(p.classes.is_empty());
     assert!(p.images.iter().all(|im| !im.labeled && im.class.is_none()));
 }
+
+#[test]
+fn unlabelled_images_never_come_back_as_negatives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = detection_project(dir.path(), &[vec![(0.1, 0.1, 0.5, 0.5, 0)], vec![], vec![]]);
+    p.images[2].labeled = false; // image 1 stays a labelled negative
+    for f in [Format::Coco, Format::Yolo, Format::Voc, Format::Csv] {
+        let out = tempfile::tempdir().unwrap();
+        let rep = export_project(&p, f, out.path()).unwrap();
+        let (q, _) = import(out.path(), Some(f));
+        let back = |name: &str| q.images.iter().find(|im| im.source.display_name() == name).map(|im| im.labeled);
+        assert_eq!(back("im 1.jpg"), Some(true), "{f}: labelled negative kept");
+        match f {
+            Format::Yolo => assert_eq!(back("im 2.jpg"), Some(false), "yolo: no label file = unlabelled"),
+            _ => {
+                assert_eq!(back("im 2.jpg"), None, "{f}: unlabelled image left out");
+                assert!(rep.warnings.iter().any(|w| w.contains("unlabelled")), "{f}: {:?}", rep.warnings);
+            }
+        }
+    }
+}

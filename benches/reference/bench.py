@@ -38,6 +38,30 @@ def config(preset, image_size=None):
     return M.Config(d)
 
 
+def load_dump(dir):
+    """Config and initial weights written by `tessera bench train --dump DIR`."""
+    expected = json.load(open(os.path.join(dir, "expected.json")))
+    weights = M.read_safetensors(os.path.join(dir, "weights.safetensors"))
+    d = dict(expected["config"])
+    d["block_bias"] = "blocks.0.attn.qkv.bias" in weights
+    return expected, M.Config(d), {k: torch.from_numpy(v) for k, v in weights.items()}
+
+
+def build_model(args):
+    """The reference model: from Tessera's dumped config and weights (`--from DIR`, what compare.sh does), or from
+    the preset with this script's own seeded init."""
+    if args.from_dir:
+        _, cfg, state = load_dump(args.from_dir)
+        model = M.Transformer(cfg)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            sys.exit(f"parameter names differ from Tessera's: missing {missing}, unexpected {unexpected}")
+        return cfg, model
+    cfg = config(args.preset, args.image_size)
+    torch.manual_seed(0)
+    return cfg, M.Transformer(cfg)
+
+
 def forward_flops(cfg, b, n, l, head_rows, head_out):
     """Matmul FLOPs (2 per multiply-add) of one forward pass over `n` patches and `l` tokens; the same formula as
     src/cli/bench_model.rs. Attention counts the full T x T scores (masked entries are computed too)."""
@@ -77,9 +101,7 @@ def peak_rss_mb():
 
 
 def bench_train(args):
-    cfg = config(args.preset, args.image_size)
-    torch.manual_seed(0)
-    model = M.Transformer(cfg)
+    cfg, model = build_model(args)
     opt = M.make_optimizer(model, LR, WEIGHT_DECAY)
     gen = torch.Generator().manual_seed(0)
     results = []
@@ -124,7 +146,7 @@ def bench_train(args):
             "gflops": train_flops / 1e9 / (mean_step / 1e3),
             "final_loss": float(loss),
         })
-    return {"group": "train", "preset": args.preset, "image_size": cfg.image_size, "patch_size": cfg.patch_size,
+    return {"group": "train", "preset": cfg.preset, "image_size": cfg.image_size, "patch_size": cfg.patch_size,
             "results": results, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -139,9 +161,8 @@ def time_calls(fn, seconds, min_reps, max_reps=1000):
 
 
 def bench_infer(args):
-    cfg = config(args.preset, args.image_size)
-    torch.manual_seed(0)
-    model = M.Transformer(cfg).eval()
+    cfg, model = build_model(args)
+    model.eval()
     results = []
     gen = torch.Generator().manual_seed(1)
     steps = 5 * cfg.max_objects
@@ -160,18 +181,15 @@ def bench_infer(args):
                     r["kv_cache"] = cache
                     r["tokens"] = steps
                 results.append(r)
-    return {"group": "infer", "preset": args.preset, "image_size": cfg.image_size, "patch_size": cfg.patch_size,
+    return {"group": "infer", "preset": cfg.preset, "image_size": cfg.image_size, "patch_size": cfg.patch_size,
             "results": results, "peak_rss_mb": peak_rss_mb()}
 
 
 def check(args):
     """Loads Tessera's dumped initial weights and batch, recomputes every loss, takes one AdamW step on the
     detection loss and recomputes it; all must match Tessera's values within `--rtol`."""
-    expected = json.load(open(os.path.join(args.dir, "expected.json")))
-    cfg = M.Config(expected["config"])
+    expected, cfg, state = load_dump(args.dir)
     model = M.Transformer(cfg)
-    weights = M.read_safetensors(os.path.join(args.dir, "weights.safetensors"))
-    state = {k: torch.from_numpy(v) for k, v in weights.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         sys.exit(f"parameter names differ: missing {missing}, unexpected {unexpected}")
@@ -206,6 +224,7 @@ def main():
     p.add_argument("what", choices=["train", "infer", "check"])
     p.add_argument("dir", nargs="?", help="for check: the folder written by `tessera bench train --dump`")
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--from", dest="from_dir", help="build the model from Tessera's dump (config + initial weights)")
     p.add_argument("--image-size", type=int)
     p.add_argument("--objectives", default="detect,classify,pretrain")
     p.add_argument("--batch", type=int, default=32, help="training batch (TrainConfig default 32)")

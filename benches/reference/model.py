@@ -1,7 +1,7 @@
 """The Tessera model, layer for layer, in PyTorch (CPU): the reference Tessera's speed is judged against.
 
 Mirrors src/model/transformer.rs and src/model/objectives.rs exactly: parameter names, shapes, initialisation
-scheme, RMSNorm pre-norm blocks, fused qkv Linear with bias, tanh-approximated GELU MLP (candle's `gelu`), learned
+scheme, RMSNorm pre-norm blocks, fused qkv Linear (bias or not, as Tessera's weights have it), tanh-approximated GELU MLP (candle's `gelu`), learned
 patch and token positions, prefix attention mask (bidirectional over the image patches, causal after them), pixel
 head and token head, and the three losses. Attention is written out (q k^T, mask, softmax, @ v) like Tessera's, which
 is also what torch 1.13 (Debian bookworm) users run: it has no fused scaled_dot_product_attention.
@@ -18,6 +18,8 @@ import torch.nn.functional as F
 INIT_STD = 0.02
 # Special tokens (src/model/vocab.rs).
 EOS, TASK_CLASSIFY, TASK_DETECT, NOISE, N_SPECIAL = 0, 1, 2, 3, 4
+# Std-dev, in bins, of the Gaussian soft target of coordinate tokens (objectives.rs COORD_SIGMA_BINS).
+COORD_SIGMA_BINS = 1.0
 
 
 def preset(name):
@@ -42,6 +44,25 @@ class Config:
         self.max_output_tokens = 1 + 5 * self.max_objects + 1
         self.vocab = N_SPECIAL + self.n_bins + self.n_classes
         self.first_class = N_SPECIAL + self.n_bins
+        # Whether the block Linears (qkv, proj, fc1, fc2) have biases; the benchmark scripts read it off Tessera's
+        # dumped weights so the reference always has exactly Tessera's parameters.
+        self.block_bias = d.get("block_bias", False)
+        self.positions = d.get("positions", "sincos")
+
+
+def sincos_1d(x, dim):
+    """transformer.rs sincos_1d, in f32 like Tessera."""
+    half = dim // 2
+    out = np.zeros(dim, np.float32)
+    for i in range(half):
+        freq = np.float32(1.0) / np.power(np.float32(100.0), np.float32(i) / np.float32(half))
+        out[i] = np.sin(np.float32(x) * freq)
+        out[half + i] = np.cos(np.float32(x) * freq)
+    return out
+
+
+def sincos_2d(row, col, dim):
+    return np.concatenate([sincos_1d(row, dim // 2), sincos_1d(col, dim - dim // 2)])
 
 
 class Linear(nn.Linear):
@@ -66,8 +87,8 @@ class Attention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         out_std = INIT_STD / math.sqrt(2.0 * cfg.n_layers)
-        self.qkv = Linear(cfg.dim, 3 * cfg.dim, INIT_STD)
-        self.proj = Linear(cfg.dim, cfg.dim, out_std)
+        self.qkv = Linear(cfg.dim, 3 * cfg.dim, INIT_STD, cfg.block_bias)
+        self.proj = Linear(cfg.dim, cfg.dim, out_std, cfg.block_bias)
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
 
     def forward(self, x, mask, cache=None):
@@ -91,8 +112,8 @@ class Mlp(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         hidden = cfg.dim * cfg.mlp_ratio
-        self.fc1 = Linear(cfg.dim, hidden, INIT_STD)
-        self.fc2 = Linear(hidden, cfg.dim, INIT_STD / math.sqrt(2.0 * cfg.n_layers))
+        self.fc1 = Linear(cfg.dim, hidden, INIT_STD, cfg.block_bias)
+        self.fc2 = Linear(hidden, cfg.dim, INIT_STD / math.sqrt(2.0 * cfg.n_layers), cfg.block_bias)
 
     def forward(self, x):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
@@ -116,8 +137,21 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
-        self.patch_embed = Linear(cfg.patch_dim, cfg.dim, INIT_STD)
-        self.patch_pos = nn.Parameter(torch.randn(cfg.n_patches, cfg.dim) * INIT_STD)
+        self.patch_embed = Linear(cfg.patch_dim, cfg.dim, 1.0 / math.sqrt(cfg.patch_dim))
+        sincos = cfg.positions == "sincos"
+        # With sine-cosine positions the learned patch positions are a residual that starts at zero.
+        self.patch_pos = nn.Parameter(torch.randn(cfg.n_patches, cfg.dim) * (0.0 if sincos else INIT_STD))
+        fixed_patch = fixed_token = None
+        if sincos:
+            g = cfg.grid
+            fixed_patch = torch.from_numpy(np.stack([sincos_2d(i // g, i % g, cfg.dim) for i in range(g * g)]))
+            fixed_token = torch.zeros(cfg.vocab, cfg.dim)
+            for b in range(cfg.n_bins):
+                x = np.float32(b) * np.float32(g) / np.float32(cfg.n_bins)
+                fixed_token[N_SPECIAL + b] = torch.from_numpy(sincos_1d(x, cfg.dim))
+        # Fixed (not learned) additions, as buffers.
+        self.register_buffer("fixed_patch_pos", fixed_patch, persistent=False)
+        self.register_buffer("fixed_token_embed", fixed_token, persistent=False)
         self.token_embed = nn.Parameter(torch.randn(cfg.vocab, cfg.dim) * INIT_STD)
         self.token_pos = nn.Parameter(torch.randn(cfg.max_output_tokens, cfg.dim) * INIT_STD)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -127,10 +161,12 @@ class Transformer(nn.Module):
     def embed(self, patches=None, tokens=None, token_offset=0):
         parts = []
         if patches is not None:
-            parts.append(self.patch_embed(patches) + self.patch_pos[: patches.shape[1]])
+            pos = self.patch_pos if self.fixed_patch_pos is None else self.patch_pos + self.fixed_patch_pos
+            parts.append(self.patch_embed(patches) + pos[: patches.shape[1]])
         if tokens is not None:
             l = tokens.shape[1]
-            parts.append(F.embedding(tokens, self.token_embed) + self.token_pos[token_offset:token_offset + l])
+            table = self.token_embed if self.fixed_token_embed is None else self.token_embed + self.fixed_token_embed
+            parts.append(F.embedding(tokens, table) + self.token_pos[token_offset:token_offset + l])
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     def forward_embedded(self, x, mask, cache=None):
@@ -188,11 +224,32 @@ def classify_loss(model, patches, labels):
     return F.cross_entropy(classify_logits(model, patches), labels)
 
 
+def soft_targets(cfg, target):
+    """objectives.rs soft_targets: one-hot, except coordinate bins get a Gaussian over nearby bins."""
+    t = target.numpy()
+    b, l = t.shape
+    dense = np.zeros((b, l, cfg.vocab), np.float32)
+    reach = int(math.ceil(3.0 * COORD_SIGMA_BINS))
+    kernel = [np.float32(math.exp(-(d * d) / (2.0 * COORD_SIGMA_BINS ** 2))) for d in range(-reach, reach + 1)]
+    for i in range(b):
+        for j in range(l):
+            tok = int(t[i, j])
+            if N_SPECIAL <= tok < cfg.first_class and COORD_SIGMA_BINS > 0:
+                bin_ = tok - N_SPECIAL
+                ks = [(bin_ + k - reach, w) for k, w in enumerate(kernel) if 0 <= bin_ + k - reach < cfg.n_bins]
+                total = np.float32(sum(w for _, w in ks))
+                for bb, w in ks:
+                    dense[i, j, N_SPECIAL + bb] = w / total
+            else:
+                dense[i, j, tok] = 1.0
+    return torch.from_numpy(dense)
+
+
 def detect_loss(model, patches, inp, target, weight):
     n, l = patches.shape[1], inp.shape[1]
     h = model(patches, inp, prefix_mask(n + l, n))
     logp = F.log_softmax(model.token_head(h[:, n:]), -1)
-    nll = -logp.gather(2, target.unsqueeze(2)).squeeze(2)
+    nll = -(logp * soft_targets(model.cfg, target)).sum(-1)
     return (nll * weight).sum() / max(float(weight.sum()), 1.0)
 
 

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 pub enum Positions {
     /// A learned embedding per patch position and per output-token position.
     Learned,
+    /// Fixed 2-D sine-cosine embeddings of the patch's row and column (plus a learned residual), and fixed 1-D
+    /// sine-cosine embeddings of coordinate-bin tokens: geometry the model need not learn from a small dataset.
+    #[serde(rename = "sincos")]
+    SinCos,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +51,7 @@ impl ModelConfig {
             n_bins: 64,
             max_objects: 10,
             n_classes: 0,
-            positions: Positions::Learned,
+            positions: Positions::SinCos,
             norm_eps: 1e-5,
         };
         match name {

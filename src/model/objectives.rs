@@ -49,7 +49,7 @@ pub fn classify_logits(model: &Transformer, patches: &Tensor) -> Result<Tensor> 
     let h = model.forward(Some(patches), Some(&task), Some(mask))?;
     let logits = model.token_head.forward(&h.i((.., n, ..))?)?;
     let v = model.cfg.vocab();
-    logits.narrow(1, v.first_class() as usize, v.n_classes)
+    logits.narrow(1, v.first_class() as usize, v.n_classes)?.contiguous()
 }
 
 pub fn classify_loss(model: &Transformer, patches: &Tensor, labels: &Tensor) -> Result<Tensor> {
@@ -428,5 +428,37 @@ mod tests {
         let o = |x: f32, class| RawDetection { object: Object { xmin: x, ymin: 0.0, xmax: x + 10.0, ymax: 10.0, class }, score: 1.0 };
         let kept = nms(vec![o(0.0, 0), o(1.0, 0), o(1.0, 1), o(30.0, 0)], 0.5);
         assert_eq!(kept.len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod learning_tests {
+    use super::*;
+    use crate::model::params::ParamStore;
+    use crate::train::optim::{collect_grads, AdamW};
+
+    /// The whole stack (fused ops, gradients, optimizer) can memorise one batch.
+    #[test]
+    fn overfits_one_batch() {
+        let mut c = ModelConfig::preset("tiny").unwrap().with_image_size(32);
+        c.n_classes = 4;
+        c.n_layers = 2;
+        let mut p = ParamStore::init(1, &Device::Cpu);
+        let m = Transformer::new(&c, &mut p).unwrap();
+        let vars = p.vars;
+        let mut opt = AdamW::new(&vars, 0.0).unwrap();
+        let patches = Tensor::randn(0f32, 1.0, (8, c.n_patches(), c.patch_dim()), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[0u32, 1, 2, 3, 3, 2, 1, 0], &Device::Cpu).unwrap();
+        let mut first = 0.0;
+        let mut last = 0.0;
+        for i in 0..60 {
+            let loss = classify_loss(&m, &patches, &labels).unwrap();
+            last = loss.to_scalar::<f32>().unwrap();
+            if i == 0 {
+                first = last;
+            }
+            opt.step(&collect_grads(&loss.backward().unwrap(), &vars), 1e-3, 1.0).unwrap();
+        }
+        assert!(last < 0.05 * first, "loss {first} -> {last}");
     }
 }

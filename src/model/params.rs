@@ -45,6 +45,10 @@ impl<'a> ParamStore<'a> {
         ParamStore { source: Some(source), trainable, ..ParamStore::init(seed, device) }
     }
 
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     fn make(&mut self, shape: &[usize], init: Init) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = match init {

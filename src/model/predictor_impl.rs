@@ -99,7 +99,7 @@ impl PredictorImpl {
             match self.task {
                 Objective::Classify => {
                     let logits = objectives::classify_logits(&self.model, &patches)?;
-                    let logits = logits.narrow(1, 0, self.classes.len())?;
+                    let logits = logits.narrow(1, 0, self.classes.len())?.contiguous()?;
                     let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
                     out.extend(probs.into_iter().map(|probs| Prediction { probs, detections: vec![] }));
                 }

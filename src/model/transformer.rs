@@ -5,7 +5,7 @@
 //! patch's pixels) and a token head (classification and detection tokens).
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, Positions};
 use super::ops::{gelu, masked_softmax, rms_norm};
 use super::params::{Init, ParamStore};
 
@@ -187,6 +187,9 @@ pub struct Transformer {
     pub cfg: ModelConfig,
     patch_embed: Linear,
     patch_pos: Tensor,
+    /// Fixed (not learned) additions: sine-cosine positions of patches and values of coordinate bins.
+    fixed_patch_pos: Option<Tensor>,
+    fixed_token_embed: Option<Tensor>,
     token_embed: Tensor,
     token_pos: Tensor,
     blocks: Vec<Block>,
@@ -199,11 +202,34 @@ impl Transformer {
     pub fn new(cfg: &ModelConfig, p: &mut ParamStore) -> Result<Transformer> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         let vocab = cfg.vocab().size();
+        let device = p.device().clone();
+        let (fixed_patch_pos, fixed_token_embed, pos_std) = match cfg.positions {
+            Positions::Learned => (None, None, INIT_STD),
+            Positions::SinCos => {
+                let g = cfg.grid();
+                let patch: Vec<f32> = (0..g * g).flat_map(|i| sincos_2d(i / g, i % g, cfg.dim)).collect();
+                let v = cfg.vocab();
+                let mut tok = vec![0f32; vocab * cfg.dim];
+                for b in 0..v.n_bins {
+                    let row = v.bin_token(b) as usize;
+                    // Scaled so that the bin value spans the same frequencies as a patch row/column.
+                    let x = b as f32 * g as f32 / v.n_bins as f32;
+                    tok[row * cfg.dim..(row + 1) * cfg.dim].copy_from_slice(&sincos_1d(x, cfg.dim));
+                }
+                (
+                    Some(Tensor::from_vec(patch, (g * g, cfg.dim), &device)?),
+                    Some(Tensor::from_vec(tok, (vocab, cfg.dim), &device)?),
+                    0.0,
+                )
+            }
+        };
         let blocks = (0..cfg.n_layers).map(|i| Block::new(p, &format!("blocks.{i}"), cfg)).collect::<Result<_>>()?;
         Ok(Transformer {
             cfg: cfg.clone(),
-            patch_embed: Linear::new(p, "patch_embed", cfg.patch_dim(), cfg.dim, INIT_STD, true)?,
-            patch_pos: p.get("patch_pos", &[cfg.n_patches(), cfg.dim], Init::Normal(INIT_STD))?,
+            patch_embed: Linear::new(p, "patch_embed", cfg.patch_dim(), cfg.dim, 1.0 / (cfg.patch_dim() as f64).sqrt(), true)?,
+            patch_pos: p.get("patch_pos", &[cfg.n_patches(), cfg.dim], if pos_std > 0.0 { Init::Normal(pos_std) } else { Init::Zeros })?,
+            fixed_patch_pos,
+            fixed_token_embed,
             token_embed: p.get("token_embed", &[vocab, cfg.dim], Init::Normal(INIT_STD))?,
             token_pos: p.get("token_pos", &[cfg.max_output_tokens(), cfg.dim], Init::Normal(INIT_STD))?,
             blocks,
@@ -219,11 +245,19 @@ impl Transformer {
         let mut parts = Vec::with_capacity(2);
         if let Some(p) = patches {
             let n = p.dim(1)?;
-            parts.push(self.patch_embed.forward(p)?.broadcast_add(&self.patch_pos.narrow(0, 0, n)?)?);
+            let pos = match &self.fixed_patch_pos {
+                Some(f) => (&self.patch_pos + f)?,
+                None => self.patch_pos.clone(),
+            };
+            parts.push(self.patch_embed.forward(p)?.broadcast_add(&pos.narrow(0, 0, n)?)?);
         }
         if let Some(t) = tokens {
             let (b, l) = t.dims2()?;
-            let e = self.token_embed.index_select(&t.flatten_all()?, 0)?.reshape((b, l, self.cfg.dim))?;
+            let table = match &self.fixed_token_embed {
+                Some(f) => (&self.token_embed + f)?,
+                None => self.token_embed.clone(),
+            };
+            let e = table.index_select(&t.flatten_all()?, 0)?.reshape((b, l, self.cfg.dim))?;
             parts.push(e.broadcast_add(&self.token_pos.narrow(0, token_offset, l)?)?);
         }
         match parts.len() {
@@ -268,6 +302,25 @@ impl Transformer {
         let x = self.embed(patches, tokens, 0)?;
         self.forward_embedded(&x, mask, None, None)
     }
+}
+
+/// 1-D sine-cosine embedding of position `x` in `dim` values (half sines, half cosines, geometric frequencies).
+pub fn sincos_1d(x: f32, dim: usize) -> Vec<f32> {
+    let half = dim / 2;
+    let mut out = vec![0f32; dim];
+    for i in 0..half {
+        let freq = 1.0 / 100f32.powf(i as f32 / half as f32);
+        out[i] = (x * freq).sin();
+        out[half + i] = (x * freq).cos();
+    }
+    out
+}
+
+/// 2-D sine-cosine embedding (MAE): half the dimensions encode the row, half the column.
+pub fn sincos_2d(row: usize, col: usize, dim: usize) -> Vec<f32> {
+    let mut out = sincos_1d(row as f32, dim / 2);
+    out.extend(sincos_1d(col as f32, dim - dim / 2));
+    out
 }
 
 /// The attention mask of a sequence whose first `prefix` positions are the bidirectional image prefix: position i

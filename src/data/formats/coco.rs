@@ -191,6 +191,7 @@ fn read_value(v: &Value, file: &Path, root: &Path, index: &ImageIndex, out: &mut
 }
 
 /// Writes `annotations/instances_<split>.json` and `images/<split>/...` for every non-empty split.
+/// Unlabelled images are left out (and counted in the report's warnings).
 pub fn write(ex: &mut Exporter) -> Result<(), ExportError> {
     if ex.project.task != Task::Detect {
         return Err(ExportError::Unsupported("COCO export needs a detection project (use --format folder for classification)".into()));
@@ -210,6 +211,12 @@ pub fn write(ex: &mut Exporter) -> Result<(), ExportError> {
         }
         let (mut images, mut anns) = (Vec::new(), Vec::new());
         for i in indices {
+            // An image in a COCO file without annotations reads as "no objects here" to every tool: only
+            // labelled images are written.
+            if !ex.project.images[i].labeled && ex.project.images[i].boxes.is_empty() {
+                ex.note_unlabeled(i);
+                continue;
+            }
             let Some(_) = ex.place(i, &format!("images/{}", split.as_str())) else { continue };
             let im = &ex.project.images[i];
             let image_id = images.len() + 1;

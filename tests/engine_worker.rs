@@ -1,0 +1,152 @@
+//! The training worker's contract: events, stop/resume with the same loss curve, errors instead of crashes,
+//! checkpoints that load (and clear errors for ones that do not).
+use std::path::Path;
+use std::time::Duration;
+
+use tessera::data::demo::{write_demo, DemoOptions};
+use tessera::data::project::Project;
+use tessera::model::{PredictOptions, Predictor};
+use tessera::train::{start_training, Command, Event, Objective, TrainConfig};
+
+fn demo(dir: &Path) -> Project {
+    write_demo(dir, &DemoOptions { count: 80, size: 32, seed: 5, ..DemoOptions::default() }).unwrap()
+}
+
+fn config(objective: Objective, out: &Path, steps: u64) -> TrainConfig {
+    TrainConfig {
+        objective,
+        preset: "tiny".into(),
+        image_size: Some(32),
+        steps: Some(steps),
+        batch_size: 8,
+        lr: 1e-3,
+        warmup_steps: 2,
+        seed: 11,
+        out: out.to_path_buf(),
+        eval_every: 4,
+        ..TrainConfig::default()
+    }
+}
+
+/// Runs to the end, returning (step losses, events), optionally sending `Stop` once step `stop_after` is seen.
+fn run(project: Project, config: TrainConfig, stop_after: Option<u64>) -> (Vec<f32>, Vec<Event>) {
+    let handle = start_training(project, config);
+    let mut losses = vec![];
+    let mut events = vec![];
+    loop {
+        match handle.events.recv_timeout(Duration::from_secs(300)) {
+            Ok(ev) => {
+                if let Event::Step(s) = &ev {
+                    losses.push(s.losses[0].1);
+                    if Some(s.step) == stop_after {
+                        handle.send(Command::Stop);
+                    }
+                }
+                let end = matches!(ev, Event::Finished { .. } | Event::Error { .. });
+                events.push(ev);
+                if end {
+                    break;
+                }
+            }
+            Err(e) => panic!("no event from the worker: {e}"),
+        }
+    }
+    (losses, events)
+}
+
+#[test]
+fn resume_after_stop_continues_the_same_loss_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = demo(&dir.path().join("data"));
+    for objective in [Objective::Detect, Objective::Classify] {
+        let full_out = dir.path().join("full.ckpt");
+        let (full, _) = run(project.clone(), config(objective, &full_out, 10), None);
+        assert_eq!(full.len(), 10);
+
+        let part_out = dir.path().join("part.ckpt");
+        let (first, events) = run(project.clone(), config(objective, &part_out, 10), Some(4));
+        assert!(matches!(events.last(), Some(Event::Finished { reason, .. }) if reason == "stopped"), "{:?}", events.last());
+        assert!(first.len() >= 4 && first.len() < 10, "stopped after {} steps", first.len());
+        let resume = TrainConfig { resume: Some(part_out.clone()), out: part_out.clone(), ..config(objective, &part_out, 10) };
+        let (rest, _) = run(project.clone(), resume, None);
+        let joined: Vec<f32> = first.iter().chain(&rest).copied().collect();
+        assert_eq!(joined.len(), full.len(), "{objective:?}: resumed run has a different length");
+        for (i, (a, b)) in joined.iter().zip(&full).enumerate() {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{objective:?} step {}: {a} (resumed) vs {b} (uninterrupted)", i + 1);
+        }
+    }
+}
+
+#[test]
+fn events_pause_resume_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = demo(&dir.path().join("data"));
+    let out = dir.path().join("c.ckpt");
+    let handle = start_training(project, config(Objective::Detect, &out, 8));
+    handle.send(Command::Pause);
+    handle.send(Command::SaveNow);
+    handle.send(Command::Resume);
+    let mut kinds = vec![];
+    for ev in handle.events.iter() {
+        let k = match &ev {
+            Event::Started { .. } => "started",
+            Event::Step(s) => {
+                assert!(s.lr > 0.0 && s.losses[0].1.is_finite() && s.total_steps == 8);
+                "step"
+            }
+            Event::Eval(e) => {
+                assert_eq!(e.metric_name, "map50");
+                assert!((0.0..=1.0).contains(&e.metric));
+                "eval"
+            }
+            Event::Samples(_) => "samples",
+            Event::CheckpointWritten { .. } => "checkpoint",
+            Event::Paused => "paused",
+            Event::Resumed => "resumed",
+            Event::Finished { .. } => "finished",
+            Event::Error { message } => panic!("{message}"),
+        };
+        kinds.push(k);
+    }
+    for k in ["started", "paused", "resumed", "step", "eval", "samples", "checkpoint", "finished"] {
+        assert!(kinds.contains(&k), "no {k} event in {kinds:?}");
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == "step").count(), 8);
+    // The checkpoint loads and predicts boxes in original image pixels.
+    let p = Predictor::load(&out).unwrap();
+    assert_eq!(p.class_names().len(), 5);
+    let img = image::DynamicImage::new_rgb8(50, 40);
+    let pred = p.predict(&img, &PredictOptions { threshold: 0.0, ..PredictOptions::default() }).unwrap();
+    for d in &pred.detections {
+        assert!(d.bbox.xmax <= 50.0 && d.bbox.ymax <= 40.0 && d.bbox.xmin >= 0.0, "{:?}", d.bbox);
+    }
+}
+
+#[test]
+fn diverging_training_is_an_error_event_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = demo(&dir.path().join("data"));
+    let out = dir.path().join("nan.ckpt");
+    let cfg = TrainConfig { lr: 1e12, grad_clip: None, ..config(Objective::Classify, &out, 30) };
+    let (_, events) = run(project, cfg, None);
+    match events.last() {
+        Some(Event::Error { message }) => assert!(message.contains("diverged"), "{message}"),
+        other => panic!("expected an error event, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_checkpoints_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Predictor::load(&dir.path().join("nope")).err().unwrap().to_string();
+    assert!(err.contains("no checkpoint"), "{err}");
+    // A real checkpoint with its weights truncated.
+    let project = demo(&dir.path().join("data"));
+    let out = dir.path().join("c.ckpt");
+    run(project, config(Objective::Classify, &out, 2), None);
+    let w = out.join("weights.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Predictor::load(&out).err().unwrap().to_string();
+    assert!(err.contains("corrupt"), "{err}");
+}
