@@ -173,6 +173,17 @@ fn classes_are_matched_by_name_not_position() {
     assert_eq!(classification(&e.report).accuracy, 1.0);
     assert_eq!(e.unknown_classes, vec!["hexagon".to_string()]);
 
+    // Answers in the class the project lacks count as wrong and stay out of the per-image items.
+    fn always_hexagon(_: usize, _: &Project) -> Prediction {
+        Prediction { probs: one_hot(5, 6), detections: vec![] }
+    }
+    model.tweak = always_hexagon;
+    let e = evaluate_with(&model, &project, Split::Train, &PredictOptions::default(), 8, &mut |_, _| {}).unwrap();
+    let r = classification(&e.report);
+    assert_eq!(r.accuracy, 0.0);
+    assert!(r.items.is_empty());
+    assert_eq!(r.confusion.iter().flatten().sum::<usize>(), 0);
+
     model.classes = vec!["cat".into(), "dog".into()];
     let err = evaluate_with(&model, &project, Split::Train, &PredictOptions::default(), 8, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("share no name"), "{err}");

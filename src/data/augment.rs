@@ -5,7 +5,7 @@
 //! loader's cache of resized images can be reused every epoch. Every geometric step is one [`CropResize`]
 //! (plus an optional mirror) that maps pixels and boxes with the same formula, so they cannot drift apart.
 
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -127,36 +127,43 @@ impl CropResize {
     pub fn apply(&self, src: &RgbImage, pad: [u8; 3]) -> RgbImage {
         let (sw, sh) = (src.width() as i64, src.height() as i64);
         let (inv_x, inv_y) = (1.0 / self.sx(), 1.0 / self.sy());
+        let stride = sw as usize * 3;
         let raw = src.as_raw();
-        let fetch = |x: i64, y: i64| -> [f32; 3] {
-            if x < 0 || y < 0 || x >= sw || y >= sh {
-                pad.map(f32::from)
-            } else {
-                let o = ((y * sw + x) * 3) as usize;
-                [raw[o] as f32, raw[o + 1] as f32, raw[o + 2] as f32]
+        let pad = pad.map(f32::from);
+        // Source column and weight of every output column, computed once (the same for every row).
+        let cols: Vec<(i64, f32)> = (0..self.out_w)
+            .map(|ox| {
+                // Centre of the output pixel, mapped back to source pixel-centre coordinates.
+                let fx = self.x0 + (ox as f32 + 0.5) * inv_x - 0.5;
+                (fx.floor() as i64, fx - fx.floor())
+            })
+            .collect();
+        let row_of = |y: i64| (0..sh).contains(&y).then(|| &raw[y as usize * stride..(y as usize + 1) * stride]);
+        let texel = |row: Option<&[u8]>, x: i64| -> [f32; 3] {
+            match row {
+                Some(r) if (0..sw).contains(&x) => {
+                    let o = x as usize * 3;
+                    [r[o] as f32, r[o + 1] as f32, r[o + 2] as f32]
+                }
+                _ => pad,
             }
         };
-        let mut out = RgbImage::new(self.out_w, self.out_h);
-        for oy in 0..self.out_h {
-            // Centre of the output pixel, mapped back to source pixel-centre coordinates.
+        let mut out = vec![0u8; self.out_w as usize * self.out_h as usize * 3];
+        for (oy, dst) in out.chunks_exact_mut(self.out_w as usize * 3).enumerate() {
             let fy = self.y0 + (oy as f32 + 0.5) * inv_y - 0.5;
-            let y0 = fy.floor();
-            let ty = fy - y0;
-            for ox in 0..self.out_w {
-                let fx = self.x0 + (ox as f32 + 0.5) * inv_x - 0.5;
-                let x0 = fx.floor();
-                let tx = fx - x0;
-                let (xi, yi) = (x0 as i64, y0 as i64);
-                let (a, b, c, d) = (fetch(xi, yi), fetch(xi + 1, yi), fetch(xi, yi + 1), fetch(xi + 1, yi + 1));
-                let px = [0, 1, 2].map(|k| {
+            let (yi, ty) = (fy.floor() as i64, fy - fy.floor());
+            let (top_row, bottom_row) = (row_of(yi), row_of(yi + 1));
+            for (&(xi, tx), px) in cols.iter().zip(dst.chunks_exact_mut(3)) {
+                let (a, b) = (texel(top_row, xi), texel(top_row, xi + 1));
+                let (c, d) = (texel(bottom_row, xi), texel(bottom_row, xi + 1));
+                for k in 0..3 {
                     let top = a[k] + (b[k] - a[k]) * tx;
                     let bottom = c[k] + (d[k] - c[k]) * tx;
-                    (top + (bottom - top) * ty).round().clamp(0.0, 255.0) as u8
-                });
-                out.put_pixel(ox, oy, Rgb(px));
+                    px[k] = (top + (bottom - top) * ty).round().clamp(0.0, 255.0) as u8;
+                }
             }
         }
-        out
+        RgbImage::from_raw(self.out_w, self.out_h, out).expect("buffer size matches")
     }
 }
 
@@ -287,6 +294,7 @@ pub fn colour_jitter(img: &mut RgbImage, brightness: f32, contrast: f32, saturat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Rgb;
     use proptest::prelude::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
@@ -411,6 +419,21 @@ mod tests {
         assert_eq!(out.get_pixel(29, 19).0, colour_of(0));
         assert_eq!(out.get_pixel(21, 3).0, [0, 0, 0]);
         assert_eq!(out.get_pixel(30, 3).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn crop_resize_samples_by_hand() {
+        // Identity geometry reproduces the image exactly.
+        let img = RgbImage::from_fn(6, 4, |x, y| Rgb([(x * 40) as u8, (y * 60) as u8, 9]));
+        assert_eq!(CropResize::identity(6, 4).apply(&img, PAD_VALUE), img);
+        // Zoom out 2x around the image: source region x0=-3, w=12 (and y0=-2, h=8) into 6x4. Output pixel 0
+        // maps to source x = -3 + 0.5 * 2 - 0.5 = -2.5: outside -> pad. Output pixel (3, 2) maps to
+        // (-3 + 3.5 * 2 - 0.5, -2 + 2.5 * 2 - 0.5) = (3.5, 2.5): the mean of pixels 3 and 4 in rows 2 and 3
+        // -> red (120 + 160) / 2 = 140, green (120 + 180) / 2 = 150.
+        let zoom_out = CropResize { x0: -3.0, y0: -2.0, w: 12.0, h: 8.0, out_w: 6, out_h: 4 };
+        let out = zoom_out.apply(&img, PAD_VALUE);
+        assert_eq!(out.get_pixel(0, 0).0, PAD_VALUE);
+        assert_eq!(out.get_pixel(3, 2).0, [140, 150, 9]);
     }
 
     #[test]

@@ -174,7 +174,11 @@ fn classification_report(
             correct += 1;
         }
         pairs.push((truth, predicted));
-        items.push((*i, truth, predicted, prob));
+        // `items` index the project's classes (the UI looks names up with them), so an answer outside them is
+        // left out there; it still counts against the accuracy and is named in `Evaluation::unknown_classes`.
+        if predicted < n {
+            items.push((*i, truth, predicted, prob));
+        }
     }
     let confusion = metrics::confusion_matrix(&pairs, n);
     let per_class = metrics::per_class_precision_recall(&confusion)

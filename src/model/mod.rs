@@ -9,3 +9,4 @@ pub mod params;
 pub mod transformer;
 pub mod vocab;
 pub mod objectives;
+pub mod fast_ops;

@@ -462,3 +462,47 @@ mod learning_tests {
         assert!(last < 0.05 * first, "loss {first} -> {last}");
     }
 }
+
+#[cfg(test)]
+mod gradient_tests {
+    use super::*;
+    use crate::model::params::ParamStore;
+
+    /// Backward pass of the whole model (fused kernels included) against finite differences.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut c = ModelConfig::preset("tiny").unwrap().with_image_size(16);
+        c.n_classes = 3;
+        c.n_layers = 2;
+        c.dim = 32;
+        let mut p = ParamStore::init(1, &Device::Cpu);
+        let m = Transformer::new(&c, &mut p).unwrap();
+        let vars = p.vars;
+        let patches = Tensor::randn(0f32, 1.0, (3, c.n_patches(), c.patch_dim()), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[0u32, 1, 2], &Device::Cpu).unwrap();
+        let loss = |m: &Transformer| classify_loss(m, &patches, &labels).unwrap().to_scalar::<f32>().unwrap() as f64;
+        let grads = classify_loss(&m, &patches, &labels).unwrap().backward().unwrap();
+        for name in ["patch_embed.weight", "patch_pos", "blocks.0.attn.qkv.weight", "blocks.1.norm1.weight", "blocks.0.mlp.fc1.weight", "token_embed"] {
+            let (_, var) = vars.iter().find(|(n, _)| n == name).unwrap();
+            let g = grads.get(var).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // The largest-gradient element, for a measurable finite difference.
+            let (i, gi) = g.iter().copied().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
+            let eps = 1e-2f32;
+            let mut plus = base.clone();
+            plus[i] += eps;
+            var.set(&Tensor::from_vec(plus, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            let lp = loss(&m);
+            let mut minus = base.clone();
+            minus[i] -= eps;
+            var.set(&Tensor::from_vec(minus, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            let lm = loss(&m);
+            var.set(&Tensor::from_vec(base, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            let numeric = (lp - lm) / (2.0 * eps as f64);
+            assert!(
+                (numeric - gi as f64).abs() <= 0.05 * numeric.abs().max(1e-3),
+                "{name}[{i}]: backward {gi}, finite difference {numeric}"
+            );
+        }
+    }
+}

@@ -91,7 +91,9 @@ impl Attention {
     fn new(p: &mut ParamStore, name: &str, cfg: &ModelConfig) -> Result<Self> {
         let out_std = INIT_STD / (2.0 * cfg.n_layers as f64).sqrt();
         Ok(Attention {
-            qkv: Linear::new(p, &format!("{name}.qkv"), cfg.dim, 3 * cfg.dim, INIT_STD, false)?,
+            // Larger than INIT_STD (1/sqrt(dim)): attention starts non-uniform, which shortens the plateau before
+            // a small model from scratch starts to use the image.
+            qkv: Linear::new(p, &format!("{name}.qkv"), cfg.dim, 3 * cfg.dim, 1.0 / (cfg.dim as f64).sqrt(), false)?,
             proj: Linear::new(p, &format!("{name}.proj"), cfg.dim, cfg.dim, out_std, false)?,
             n_heads: cfg.n_heads,
             head_dim: cfg.head_dim(),

@@ -96,13 +96,13 @@ pub fn auto_image_size(project: &Project, preset: &ModelConfig) -> usize {
     median.clamp(32, preset.image_size)
 }
 
-/// Augmentation defaults per objective. Detection and pretraining use flips; classification only shifts (digits and
-/// letters change meaning when flipped).
+/// Augmentation defaults per objective. Detection and pretraining use flips and 90° rotations (boxes stay boxes,
+/// objects keep their class); classification only shifts (digits and letters change meaning when flipped).
 pub fn default_augment(objective: Objective) -> Augment {
     match objective {
         Objective::Classify => Augment { hflip: false, dihedral: false, translate: 0.08 },
-        Objective::Detect => Augment { hflip: true, dihedral: false, translate: 0.1 },
-        Objective::Pretrain => Augment { hflip: true, dihedral: false, translate: 0.0 },
+        Objective::Detect => Augment { hflip: true, dihedral: true, translate: 0.1 },
+        Objective::Pretrain => Augment { hflip: true, dihedral: true, translate: 0.0 },
     }
 }
 
@@ -442,7 +442,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     }
     let count_limited = by_steps.is_some() || by_epochs.is_some();
     let eval_every = if config.eval_every > 0 { config.eval_every } else { steps_per_epoch.max(total_steps / 10).max(1) };
-    let aug = default_augment(objective);
+    let aug = config.augment.unwrap_or_else(|| default_augment(objective));
     let noise = true;
     let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let _ = events.send(Event::Started { total_steps, device: device_name(&device), parameters: params });

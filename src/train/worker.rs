@@ -65,6 +65,9 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Use the CUDA device if this build has it and one is present.
     pub use_gpu: bool,
+    /// Data augmentation; `None` = the objective's default (`train::run::default_augment`).
+    #[serde(default)]
+    pub augment: Option<crate::train::data::Augment>,
 }
 
 impl Default for TrainConfig {
@@ -90,6 +93,7 @@ impl Default for TrainConfig {
             out: PathBuf::from("tessera.ckpt"),
             eval_every: 0,
             use_gpu: false,
+            augment: None,
         }
     }
 }
