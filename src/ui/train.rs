@@ -1,0 +1,349 @@
+//! The Train view: settings (task, preset, pretraining, fine-tuning), start/pause/resume/stop/save,
+//! live charts, progress with ETA, a strip of sample predictions on validation images, and the run list.
+
+use egui::{Color32, RichText};
+
+use crate::data::project::Task;
+use crate::train::Command;
+
+use super::charts::{self, ChartOptions};
+use super::dialogs::{DialogKind, PendingDialog};
+use super::images::{ImageKind, ImageSlot};
+use super::state::{AppState, Message, RunStatus, TrainSettings};
+use super::theme;
+
+#[derive(Default)]
+pub struct TrainPanel {
+    pub charts: ChartOptions,
+    dialog: Option<PendingDialog>,
+}
+
+const PRESETS: [(&str, &str); 3] = [("tiny", "Tiny: fastest, fine on a CPU"), ("small", "Small: better, wants a few minutes"), ("base", "Base: best, wants a GPU")];
+
+impl TrainPanel {
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &AppState, out: &mut Vec<Message>) {
+        if let Some(d) = &self.dialog {
+            if let Some(p) = d.poll() {
+                self.dialog = None;
+                if let Some(p) = p.into_iter().next() {
+                    out.push(Message::LoadCheckpoint(if p.is_file() { p.parent().map(|d| d.to_path_buf()).unwrap_or(p) } else { p }));
+                }
+            }
+        }
+        let Some(project) = &state.project else {
+            theme::empty_state(ui, "⟳", "No project open", "Open a project to train a model on it.");
+            return;
+        };
+        egui::Panel::left("train_settings").resizable(false).exact_size(320.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+                self.settings_ui(ui, state, project.task, out);
+            });
+        });
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+                self.run_ui(ui, state, out);
+            });
+        });
+    }
+
+    fn settings_ui(&mut self, ui: &mut egui::Ui, state: &AppState, task: Task, out: &mut Vec<Message>) {
+        let mut t: TrainSettings = state.settings.train.clone();
+        let locked = state.is_training();
+        theme::view_header(ui, "Train", "Teach the transformer your labels.");
+        ui.add_enabled_ui(!locked, |ui| {
+            theme::section(ui, "Model");
+            ui.label(RichText::new(format!("Task: {}", if task == Task::Detect { "object detection" } else { "classification" })).color(ui.visuals().weak_text_color()));
+            egui::ComboBox::from_id_salt("preset").width(280.0).selected_text(PRESETS.iter().find(|p| p.0 == t.preset).map(|p| p.1).unwrap_or(&t.preset)).show_ui(ui, |ui| {
+                for (k, label) in PRESETS {
+                    ui.selectable_value(&mut t.preset, k.to_string(), label);
+                }
+            });
+            egui::Grid::new("model_grid").num_columns(2).spacing([10.0, 6.0]).show(ui, |ui| {
+                ui.label("Image size");
+                let shown = t.image_size.map(|s| format!("{s} px")).unwrap_or_else(|| "automatic".into());
+                egui::ComboBox::from_id_salt("image_size").selected_text(shown).show_ui(ui, |ui| {
+                    ui.selectable_value(&mut t.image_size, None, "automatic (from the images)");
+                    for s in [32, 48, 64, 96, 128, 160, 224] {
+                        ui.selectable_value(&mut t.image_size, Some(s), format!("{s} px"));
+                    }
+                });
+                ui.end_row();
+                ui.label("Device");
+                ui.checkbox(&mut t.use_gpu, "use the GPU if there is one");
+                ui.end_row();
+            });
+
+            ui.separator();
+            theme::section(ui, "Pretraining (generative)");
+            ui.checkbox(&mut t.pretrain, "Pretrain on all images first");
+            ui.label(RichText::new("Predicts each next patch of every image, unlabelled ones included; helps when labels are few.").small().color(ui.visuals().weak_text_color()));
+            ui.add_enabled_ui(t.pretrain, |ui| {
+                egui::Grid::new("pre_grid").num_columns(2).spacing([10.0, 6.0]).show(ui, |ui| {
+                    ui.label("Epochs");
+                    ui.add(egui::DragValue::new(&mut t.pretrain_epochs).range(0.5..=500.0).speed(0.5));
+                    ui.end_row();
+                    ui.label("Learning rate");
+                    ui.add(egui::DragValue::new(&mut t.pretrain_lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
+                    ui.end_row();
+                });
+            });
+
+            ui.separator();
+            theme::section(ui, "Fine-tuning");
+            egui::Grid::new("ft_grid").num_columns(2).spacing([10.0, 6.0]).show(ui, |ui| {
+                ui.label("Epochs");
+                ui.add(egui::DragValue::new(&mut t.epochs).range(0.5..=1000.0).speed(0.5));
+                ui.end_row();
+                ui.checkbox(&mut t.time_limit, "Time limit");
+                ui.add_enabled(t.time_limit, egui::DragValue::new(&mut t.minutes).range(0.5..=10_000.0).speed(0.5).suffix(" min"));
+                ui.end_row();
+                ui.label("Batch size");
+                ui.add(egui::DragValue::new(&mut t.batch_size).range(1..=512));
+                ui.end_row();
+                ui.label("Learning rate");
+                ui.add(egui::DragValue::new(&mut t.lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
+                ui.end_row();
+                ui.label("Warm-up steps");
+                ui.add(egui::DragValue::new(&mut t.warmup_steps).range(0..=100_000));
+                ui.end_row();
+                ui.label("Weight decay");
+                ui.add(egui::DragValue::new(&mut t.weight_decay).range(0.0..=1.0).speed(0.005));
+                ui.end_row();
+                ui.label("Seed");
+                ui.add(egui::DragValue::new(&mut t.seed));
+                ui.end_row();
+            });
+            ui.checkbox(&mut t.ema, "EMA of the weights");
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut t.early_stop, "Early stop after");
+                ui.add_enabled(t.early_stop, egui::DragValue::new(&mut t.patience).range(1..=100));
+                ui.label("evals");
+            });
+            ui.add_enabled(!t.pretrain && state.checkpoint.is_some(), egui::Checkbox::new(&mut t.init_from_current, "Start from the current model"));
+            ui.add_space(6.0);
+            if ui.button("Reset to defaults").clicked() {
+                t = TrainSettings::default();
+            }
+        });
+        if t != state.settings.train {
+            out.push(Message::SetTrainSettings(t));
+        }
+        ui.separator();
+        theme::section(ui, "Model file");
+        ui.horizontal(|ui| {
+            if ui.add_enabled(self.dialog.is_none(), egui::Button::new("🗁 Load checkpoint…")).clicked() {
+                self.dialog = Some(PendingDialog::open(DialogKind::PickCheckpoint, ui.ctx()));
+            }
+        });
+        if let Some(e) = &state.model_error {
+            ui.label(RichText::new(e).small().color(theme::BAD));
+        }
+    }
+
+    fn run_ui(&mut self, ui: &mut egui::Ui, state: &AppState, out: &mut Vec<Message>) {
+        let active = state.runs.iter().rposition(|r| r.status.is_active());
+        let shown = active.or_else(|| state.runs.len().checked_sub(1));
+        // Controls and progress.
+        theme::card(ui).show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            ui.horizontal(|ui| {
+                match active.map(|i| &state.runs[i].status) {
+                    None => {
+                        if ui.add(egui::Button::new(RichText::new("▶  Start training").size(16.0).color(Color32::WHITE)).fill(theme::ACCENT).min_size(egui::vec2(170.0, 34.0))).clicked() {
+                            out.push(Message::StartTraining);
+                        }
+                    }
+                    Some(status) => {
+                        if *status == RunStatus::Paused {
+                            if ui.button("▶ Resume").clicked() {
+                                out.push(Message::TrainCommand(Command::Resume));
+                            }
+                        } else if ui.add_enabled(*status == RunStatus::Running, egui::Button::new("⏸ Pause")).clicked() {
+                            out.push(Message::TrainCommand(Command::Pause));
+                        }
+                        if ui.add_enabled(*status != RunStatus::Stopping, egui::Button::new("⏹ Stop")).on_hover_text("Stop after this step and save the checkpoint").clicked() {
+                            out.push(Message::TrainCommand(Command::Stop));
+                        }
+                        if ui.button("💾 Save now").on_hover_text("Write a checkpoint and keep training").clicked() {
+                            out.push(Message::TrainCommand(Command::SaveNow));
+                        }
+                    }
+                }
+                if let Some(run) = shown.map(|i| &state.runs[i]) {
+                    ui.add_space(10.0);
+                    let color = match &run.status {
+                        RunStatus::Failed(_) => theme::BAD,
+                        RunStatus::Finished(_) => theme::GOOD,
+                        _ => theme::ACCENT,
+                    };
+                    theme::badge(ui, &format!("{} · {}", run.name, run.status.label()), color);
+                    if run.parameters > 0 {
+                        ui.label(RichText::new(format!("{:.2} M parameters · {}", run.parameters as f64 / 1e6, run.device)).color(ui.visuals().weak_text_color()));
+                    }
+                }
+            });
+            if let Some(run) = shown.map(|i| &state.runs[i]) {
+                if let RunStatus::Failed(msg) = &run.status {
+                    ui.label(RichText::new(format!("⚠ {msg}")).color(theme::BAD));
+                }
+                let last = run.steps.last();
+                let p = run.progress();
+                ui.add(egui::ProgressBar::new(p).show_percentage().desired_height(14.0));
+                ui.horizontal_wrapped(|ui| {
+                    let weak = ui.visuals().weak_text_color();
+                    match last {
+                        Some(s) => {
+                            let loss = s.losses.iter().map(|(n, v)| format!("{n} {v:.4}")).collect::<Vec<_>>().join(" · ");
+                            for (k, v) in [
+                                ("step", format!("{} / {}", s.step, run.total_steps)),
+                                ("epoch", format!("{:.2}", s.epoch)),
+                                ("loss", loss),
+                                ("lr", format!("{:.2e}", s.lr)),
+                                ("speed", format!("{:.1} img/s", s.images_per_sec)),
+                                ("elapsed", fmt_duration(s.elapsed_s)),
+                                ("ETA", if run.status.is_active() { fmt_duration(s.eta_s) } else { "—".into() }),
+                            ] {
+                                ui.label(RichText::new(k).small().color(weak));
+                                ui.label(RichText::new(v).strong());
+                                ui.add_space(8.0);
+                            }
+                            if let Some((name, m)) = run.best_metric() {
+                                ui.label(RichText::new(format!("best {name}")).small().color(weak));
+                                ui.label(RichText::new(format!("{m:.4}")).strong().color(theme::GOOD));
+                            }
+                        }
+                        None if run.status.is_active() => {
+                            ui.spinner();
+                            ui.label(RichText::new("Preparing data and model…").color(weak));
+                        }
+                        None => {}
+                    }
+                });
+            } else {
+                ui.label(RichText::new("Press Start: the curves appear here as the model learns. Closing the window asks before stopping a run.").color(ui.visuals().weak_text_color()));
+            }
+        });
+        ui.add_space(8.0);
+
+        // Charts: the shown run plus the ones ticked for comparison.
+        let runs: Vec<(usize, &super::state::TrainingRun)> =
+            state.runs.iter().enumerate().filter(|(i, r)| Some(*i) == shown || r.compare).collect();
+        ui.horizontal(|ui| {
+            theme::section(ui, "Curves");
+            ui.add_space(12.0);
+            ui.checkbox(&mut self.charts.log_scale, "log scale");
+            ui.label("smoothing");
+            ui.add(egui::Slider::new(&mut self.charts.smoothing, 0.0..=0.99).fixed_decimals(2));
+        });
+        let w = ui.available_width();
+        let h = 210.0;
+        ui.columns(2, |cols| {
+            cols[0].label(RichText::new("Loss (train solid, validation dashed)").small());
+            charts::loss_chart(&mut cols[0], &runs, self.charts, h);
+            cols[1].label(RichText::new("Validation metric per epoch").small());
+            charts::metric_chart(&mut cols[1], &runs, h);
+        });
+        ui.columns(2, |cols| {
+            cols[0].label(RichText::new("Learning rate").small());
+            charts::lr_chart(&mut cols[0], &runs, h * 0.7);
+            cols[1].label(RichText::new("Throughput (images/s)").small());
+            charts::throughput_chart(&mut cols[1], &runs, h * 0.7);
+        });
+        let _ = w;
+
+        // Sample predictions on validation images.
+        if let (Some(run), Some(project)) = (shown.map(|i| &state.runs[i]), &state.project) {
+            if !run.samples.is_empty() {
+                ui.add_space(8.0);
+                theme::section(ui, "Validation samples (refresh as the model learns)");
+                egui::ScrollArea::horizontal().id_salt("samples").show(ui, |ui| {
+                    ui.horizontal(|ui| {
+                        for s in &run.samples {
+                            if s.image_index >= project.images.len() {
+                                continue;
+                            }
+                            sample_tile(ui, state, project, s);
+                        }
+                    });
+                });
+            }
+        }
+
+        // Runs.
+        if !state.runs.is_empty() {
+            ui.add_space(8.0);
+            theme::section(ui, "Runs");
+            egui::Grid::new("runs").num_columns(6).spacing([14.0, 6.0]).striped(true).show(ui, |ui| {
+                for h in ["compare", "run", "status", "steps", "best", ""] {
+                    ui.label(RichText::new(h).small().color(ui.visuals().weak_text_color()));
+                }
+                ui.end_row();
+                for (i, r) in state.runs.iter().enumerate().rev() {
+                    let mut c = r.compare || Some(i) == shown;
+                    if ui.add_enabled(Some(i) != shown, egui::Checkbox::without_text(&mut c)).changed() {
+                        out.push(Message::ToggleCompare(i));
+                    }
+                    ui.horizontal(|ui| {
+                        theme::swatch(ui, charts::series_color(i, ""));
+                        ui.label(RichText::new(&r.name).strong());
+                    });
+                    ui.label(r.status.label());
+                    ui.label(r.steps.last().map(|s| s.step.to_string()).unwrap_or_else(|| "—".into()));
+                    ui.label(r.best_metric().map(|(n, m)| format!("{n} {m:.4}")).unwrap_or_else(|| "—".into()));
+                    let is_current = r.checkpoint.is_some() && r.checkpoint == state.checkpoint;
+                    if is_current {
+                        theme::badge(ui, "in use", theme::GOOD);
+                    } else if ui.add_enabled(r.checkpoint.is_some() && !r.status.is_active(), egui::Button::new("Use this model")).clicked() {
+                        out.push(Message::UseRunCheckpoint(i));
+                    }
+                    ui.end_row();
+                }
+            });
+        }
+    }
+}
+
+fn sample_tile(ui: &mut egui::Ui, state: &AppState, project: &crate::data::project::Project, s: &crate::train::worker::SamplePrediction) {
+    let size = egui::vec2(150.0, 150.0);
+    theme::card(ui).inner_margin(egui::Margin::same(6)).show(ui, |ui| {
+        ui.vertical(|ui| {
+            let (rect, _) = ui.allocate_exact_size(size, egui::Sense::hover());
+            let im = &project.images[s.image_index];
+            if let ImageSlot::Ready(tex, orig) = state.images.get(&project.source_of(s.image_index), ImageKind::Thumb) {
+                let o = egui::vec2(orig[0] as f32, orig[1] as f32);
+                let fit = (size.x / o.x).min(size.y / o.y);
+                let r = egui::Rect::from_center_size(rect.center(), o * fit);
+                ui.painter().image(tex.id(), r, egui::Rect::from_min_max(egui::Pos2::ZERO, egui::pos2(1.0, 1.0)), Color32::WHITE);
+                for (b, score) in &s.boxes {
+                    let color = project.classes.get(b.class).map(|c| theme::class_color(c.color)).unwrap_or(Color32::RED);
+                    let br = egui::Rect::from_min_max(r.min + egui::vec2(b.xmin, b.ymin) * fit, r.min + egui::vec2(b.xmax, b.ymax) * fit);
+                    ui.painter().rect_stroke(br, 0.0, egui::Stroke::new(1.5, color.gamma_multiply(0.4 + 0.6 * score)), egui::StrokeKind::Outside);
+                }
+            } else {
+                ui.painter().rect_filled(rect, 4.0, ui.visuals().faint_bg_color);
+            }
+            let name = |c: usize| project.classes.get(c).map(|c| c.name.clone()).unwrap_or_else(|| format!("#{c}"));
+            let caption = if let Some(&(c, p)) = s.top_classes.first() {
+                let ok = im.class == Some(c);
+                RichText::new(format!("{} {:.0}%", name(c), p * 100.0)).color(if ok { theme::GOOD } else { theme::BAD })
+            } else {
+                RichText::new(format!("{} found · {} true", s.boxes.len(), im.boxes.len()))
+            };
+            ui.label(caption.small());
+        });
+    });
+}
+
+pub fn fmt_duration(s: f32) -> String {
+    if !s.is_finite() || s < 0.0 {
+        return "—".into();
+    }
+    let s = s.round() as u64;
+    if s >= 3600 {
+        format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
