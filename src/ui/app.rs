@@ -530,22 +530,13 @@ pub fn paint_logo(painter: &egui::Painter, rect: egui::Rect) {
 
 /// The window icon (same mosaic as the logo), drawn in code so it never goes missing.
 pub fn icon() -> egui::IconData {
-    let size = 64u32;
-    let mut rgba = vec![0u8; (size * size * 4) as usize];
-    let cell = size / 3;
-    for y in 0..size {
-        for x in 0..size {
-            let (c, r) = ((x / cell).min(2), (y / cell).min(2));
-            let (fx, fy) = (x % cell, y % cell);
-            let inside = fx >= 2 && fy >= 2 && fx < cell - 2 && fy < cell - 2;
-            if !inside {
-                continue;
-            }
-            let lit = (r, c) == (0, 2) || (r, c) == (1, 1);
-            let rgb = if lit { [64, 132, 246] } else { [150, 185, 245] };
-            let i = ((y * size + x) * 4) as usize;
-            rgba[i..i + 4].copy_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
+    // The same icon the .deb installs (drawn by scripts/make-icon.py), embedded so the window always has it.
+    const PNG: &[u8] = include_bytes!("../../assets/icon-64.png");
+    match image::load_from_memory(PNG) {
+        Ok(img) => {
+            let rgba = img.to_rgba8();
+            egui::IconData { width: rgba.width(), height: rgba.height(), rgba: rgba.into_raw() }
         }
+        Err(_) => egui::IconData::default(),
     }
-    egui::IconData { rgba, width: size, height: size }
 }
