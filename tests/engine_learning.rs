@@ -7,6 +7,7 @@ use tessera::data::demo::{write_demo, DemoOptions};
 use tessera::data::project::{Project, Split, Task};
 use tessera::eval::{evaluate, EvalReport};
 use tessera::model::{PredictOptions, Predictor};
+use tessera::train::data::Augment;
 use tessera::train::{start_training, Event, Objective, TrainConfig};
 
 /// Trains to the end; returns the step losses. Panics on an error event.
@@ -48,15 +49,44 @@ fn pretraining_loss_falls() {
     assert!(p.predict(&img, &PredictOptions::default()).unwrap_err().to_string().contains("pretrained"));
 }
 
-/// The quality bar on the shapes data. Ignored until the tiny preset reaches it within the test's budget on
-/// 2 cores (see the engine report); run with `--ignored` to measure.
+/// The whole detection path (sequence building, training, KV-cache decoding, class mapping by name, letterbox
+/// inverse, mAP) is consistent: the tiny preset memorises 16 shapes images to near-perfect train-split mAP@0.5.
+/// A broken coordinate order, class index or box mapping anywhere along the way keeps this near zero.
+#[test]
+fn tiny_preset_memorises_shapes_detection() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = write_demo(&dir.path().join("data"), &DemoOptions { count: 20, ..DemoOptions::default() }).unwrap();
+    let det = dir.path().join("det.ckpt");
+    train(
+        project.clone(),
+        TrainConfig {
+            steps: Some(MEMORISE_STEPS),
+            lr: 3e-3,
+            augment: Some(Augment::none()),
+            eval_every: MEMORISE_STEPS,
+            ..config(Objective::Detect, &det)
+        },
+    );
+    let p = Predictor::load(&det).unwrap();
+    let opts = PredictOptions { threshold: 0.0, ..PredictOptions::default() };
+    match evaluate(&p, &project, Split::Train, &opts).unwrap() {
+        EvalReport::Detection(r) => assert!(r.map50 >= 0.9, "train-split detection mAP@0.5 {}", r.map50),
+        other => panic!("{other:?}"),
+    }
+}
+
+const MEMORISE_STEPS: u64 = 300;
+
+/// The quality bar on the shapes data, with fixed step counts (deterministic). Ignored: the tiny preset does
+/// not reach it in a test-sized budget on 2 cores yet (see the engine report in the README); run with `--ignored`
+/// to measure.
 #[test]
 #[ignore = "quality target (mAP@0.5 >= 0.8, accuracy >= 95%) not yet reached in a few minutes on 2 cores"]
 fn tiny_preset_learns_shapes_detection_and_classification() {
     let dir = tempfile::tempdir().unwrap();
-    let mut project = write_demo(&dir.path().join("data"), &DemoOptions { count: 600, ..DemoOptions::default() }).unwrap();
+    let mut project = write_demo(&dir.path().join("data"), &DemoOptions::default()).unwrap();
     let det = dir.path().join("det.ckpt");
-    train(project.clone(), TrainConfig { minutes: Some(4.0), ..config(Objective::Detect, &det) });
+    train(project.clone(), TrainConfig { steps: Some(600), lr: 3e-3, ..config(Objective::Detect, &det) });
     let p = Predictor::load(&det).unwrap();
     let opts = PredictOptions { threshold: 0.0, ..PredictOptions::default() };
     match evaluate(&p, &project, Split::Test, &opts).unwrap() {
@@ -65,7 +95,7 @@ fn tiny_preset_learns_shapes_detection_and_classification() {
     }
     project.task = Task::Classify;
     let cls = dir.path().join("cls.ckpt");
-    train(project.clone(), TrainConfig { minutes: Some(2.0), ..config(Objective::Classify, &cls) });
+    train(project.clone(), TrainConfig { steps: Some(400), ..config(Objective::Classify, &cls) });
     let p = Predictor::load(&cls).unwrap();
     match evaluate(&p, &project, Split::Test, &PredictOptions::default()).unwrap() {
         EvalReport::Classification(r) => assert!(r.accuracy >= 0.95, "accuracy {}", r.accuracy),

@@ -9,4 +9,3 @@ pub mod params;
 pub mod transformer;
 pub mod vocab;
 pub mod objectives;
-pub mod fast_ops;
