@@ -77,6 +77,23 @@ fn tiny_preset_memorises_shapes_detection() {
 
 const MEMORISE_STEPS: u64 = 300;
 
+/// Classification on the shapes demo (its single-shape images), fixed steps (~2 min on 2 cores). Measured: 80 % test
+/// accuracy with exactly this setup (the CLI's 2-minute run, seed 1, reached 92 %); the bar is 95 % (asserted
+/// by the ignored test below), so this guards the learning path against regressions at 75 %.
+#[test]
+fn tiny_preset_learns_shapes_classification() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut project = write_demo(&dir.path().join("data"), &DemoOptions::default()).unwrap();
+    project.task = Task::Classify;
+    let cls = dir.path().join("cls.ckpt");
+    train(project.clone(), TrainConfig { steps: Some(1400), batch_size: 16, eval_every: 1400, ..config(Objective::Classify, &cls) });
+    let p = Predictor::load(&cls).unwrap();
+    match evaluate(&p, &project, Split::Test, &PredictOptions::default()).unwrap() {
+        EvalReport::Classification(r) => assert!(r.accuracy >= 0.75, "accuracy {}", r.accuracy),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The quality bar on the shapes data, with fixed step counts (deterministic). Ignored: the tiny preset does
 /// not reach it in a test-sized budget on 2 cores yet (see the engine report in the README); run with `--ignored`
 /// to measure.

@@ -552,7 +552,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         // Time-limited runs: refine the step count from the measured speed (including evaluation time).
         let t = elapsed(&start, paused_total);
         if let (Some(budget), false) = (time_budget, count_limited) {
-            if [5, 20, 60, 150, 400, 1000, 3000].contains(&(state.step - start_step)) {
+            // Early and then every 250 steps: a machine that gets busier or quieter mid-run still ends on time.
+            let done = state.step - start_step;
+            if [5, 20, 60, 150, 400].contains(&done) || (done >= 500 && done % 250 == 0) {
                 let per_step = (t - elapsed_before) / (state.step - start_step) as f64 * 1.03;
                 total_steps = (state.step + ((budget - t).max(0.0) / per_step) as u64).max(state.step + 1);
             }
