@@ -138,8 +138,7 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
         steps: a.steps,
         epochs: a.epochs,
         minutes: a.minutes,
-        // Small data: more, smaller steps learn more per image seen than fewer large ones.
-        batch_size: a.batch_size.unwrap_or(16),
+        batch_size: a.batch_size.unwrap_or(d.batch_size),
         lr: a.lr.unwrap_or(default_lr),
         grad_accum: a.grad_accum,
         ema: a.ema,
