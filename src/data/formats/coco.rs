@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::{is_junk, key_of, read_text, split_from_name, split_from_path, Coords, FormatError, ImageIndex, Parsed, RawBox, RawImage};
+use super::{annotation_files, key_of, read_text, split_from_name, split_from_path, Coords, FormatError, ImageIndex, Parsed, RawBox, RawImage};
 use crate::data::export::{ExportError, Exporter};
 use crate::data::project::{Split, Task};
 
@@ -25,20 +25,7 @@ pub fn looks_like_coco(p: &Path) -> bool {
 }
 
 pub fn read(src: &Path) -> Result<Parsed, FormatError> {
-    let root = if src.is_file() { src.parent().unwrap_or(Path::new(".")).to_path_buf() } else { src.to_path_buf() };
-    let files: Vec<PathBuf> = if src.is_file() {
-        vec![src.to_path_buf()]
-    } else {
-        walkdir::WalkDir::new(src)
-            .max_depth(4)
-            .sort_by_file_name()
-            .into_iter()
-            .flatten()
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.into_path())
-            .filter(|p| !is_junk(p) && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) && looks_like_coco(p))
-            .collect()
-    };
+    let (root, files) = annotation_files(src, "json", looks_like_coco);
     if files.is_empty() {
         return Err(FormatError::bad(src, "no COCO .json annotation file found"));
     }

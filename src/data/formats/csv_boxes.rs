@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{is_junk, key_of, split_from_name, Coords, FormatError, ImageIndex, Parsed, RawBox, RawImage};
+use super::{annotation_files, key_of, split_from_name, Coords, FormatError, ImageIndex, Parsed, RawBox, RawImage};
 use crate::data::export::{ExportError, Exporter};
 use crate::data::project::{Split, Task};
 
@@ -36,20 +36,7 @@ struct Columns {
 }
 
 pub fn read(src: &Path) -> Result<Parsed, FormatError> {
-    let root = if src.is_file() { src.parent().unwrap_or(Path::new(".")).to_path_buf() } else { src.to_path_buf() };
-    let files: Vec<PathBuf> = if src.is_file() {
-        vec![src.to_path_buf()]
-    } else {
-        walkdir::WalkDir::new(src)
-            .max_depth(4)
-            .sort_by_file_name()
-            .into_iter()
-            .flatten()
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.into_path())
-            .filter(|p| !is_junk(p) && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) && has_box_header(p))
-            .collect()
-    };
+    let (root, files) = annotation_files(src, "csv", has_box_header);
     if files.is_empty() {
         return Err(FormatError::bad(src, "no CSV with a filename,class,xmin,ymin,xmax,ymax header found"));
     }

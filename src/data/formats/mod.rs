@@ -200,6 +200,24 @@ pub fn is_image_path(p: &Path) -> bool {
 }
 
 /// Hidden files and OS droppings that are never part of a dataset.
+/// The folder images resolve against, and the annotation files to read: `src` itself when it is a file, otherwise
+/// every file below it (4 levels, sorted) with extension `ext` that `accept` recognises.
+pub fn annotation_files(src: &Path, ext: &str, accept: impl Fn(&Path) -> bool) -> (PathBuf, Vec<PathBuf>) {
+    if src.is_file() {
+        return (src.parent().unwrap_or(Path::new(".")).to_path_buf(), vec![src.to_path_buf()]);
+    }
+    let files = walkdir::WalkDir::new(src)
+        .max_depth(4)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| !is_junk(p) && p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) && accept(p))
+        .collect();
+    (src.to_path_buf(), files)
+}
+
 pub fn is_junk(p: &Path) -> bool {
     let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     name.starts_with('.') || name.eq_ignore_ascii_case("thumbs.db") || name.eq_ignore_ascii_case("desktop.ini")
