@@ -61,6 +61,7 @@ fn tiny_preset_memorises_shapes_detection() {
         project.clone(),
         TrainConfig {
             steps: Some(MEMORISE_STEPS),
+            batch_size: 32,
             lr: 3e-3,
             augment: Some(Augment::none()),
             eval_every: MEMORISE_STEPS,
