@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use super::project::{BBox, ImageEntry, ImageSource, Project, Split, Task};
+use super::project::{hsv_to_rgb, BBox, ImageEntry, ImageSource, Project, Split, Task};
 
 /// The shape classes, in class-index order.
 pub const SHAPE_NAMES: [&str; 5] = ["circle", "square", "triangle", "star", "cross"];
@@ -224,20 +224,9 @@ fn intersection(a: &BBox, b: &BBox) -> f32 {
     w * h
 }
 
+/// HSV to RGB with the hue in turns (any real; only the fraction counts).
 fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
-    let h = (h.rem_euclid(1.0)) * 6.0;
-    let c = v * s;
-    let x = c * (1.0 - ((h % 2.0) - 1.0).abs());
-    let m = v - c;
-    let (r, g, b) = match h as u32 {
-        0 => (c, x, 0.0),
-        1 => (x, c, 0.0),
-        2 => (0.0, c, x),
-        3 => (0.0, x, c),
-        4 => (x, 0.0, c),
-        _ => (c, 0.0, x),
-    };
-    [r + m, g + m, b + m]
+    hsv_to_rgb(h.rem_euclid(1.0) * 6.0, s, v)
 }
 
 fn luminance(c: [f32; 3]) -> f32 {

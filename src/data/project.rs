@@ -202,11 +202,16 @@ pub struct Project {
 /// A distinct, readable colour for class `i` (golden-angle hue walk).
 pub fn class_color(i: usize) -> [u8; 3] {
     let h = (i as f32 * 137.508) % 360.0;
-    let (s, v) = (0.70f32, 0.95f32);
+    hsv_to_rgb(h / 60.0, 0.70, 0.95).map(|c| (c * 255.0) as u8)
+}
+
+/// HSV to RGB (all 0..1), with the hue given in sixths of a turn (0..6, one unit per colour-wheel sector) so
+/// that callers working in degrees (`/ 60`) and in turns (`* 6`) get exactly the arithmetic they had.
+pub fn hsv_to_rgb(hue6: f32, s: f32, v: f32) -> [f32; 3] {
     let c = v * s;
-    let x = c * (1.0 - ((h / 60.0) % 2.0 - 1.0).abs());
+    let x = c * (1.0 - ((hue6 % 2.0) - 1.0).abs());
     let m = v - c;
-    let (r, g, b) = match (h / 60.0) as u32 {
+    let (r, g, b) = match hue6 as u32 {
         0 => (c, x, 0.0),
         1 => (x, c, 0.0),
         2 => (0.0, c, x),
@@ -214,7 +219,7 @@ pub fn class_color(i: usize) -> [u8; 3] {
         4 => (x, 0.0, c),
         _ => (c, 0.0, x),
     };
-    [((r + m) * 255.0) as u8, ((g + m) * 255.0) as u8, ((b + m) * 255.0) as u8]
+    [r + m, g + m, b + m]
 }
 
 impl Project {
@@ -396,6 +401,16 @@ pub fn normalize(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_colors_are_pinned() {
+        // Saved projects, the demo data and the UI snapshots carry these exact colours.
+        assert_eq!(class_color(0), [242, 72, 72]);
+        assert_eq!(class_color(1), [72, 242, 122]);
+        assert_eq!(class_color(2), [171, 72, 242]);
+        assert_eq!(class_color(7), [79, 72, 242]);
+        assert_eq!(class_color(1000), [242, 72, 106]);
+    }
 
     fn sample(root: &Path) -> Project {
         let mut p = Project::new("t", Task::Detect, root);
