@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -251,23 +251,58 @@ fn cached<T>(
     slot.get_or_init(|| load(path).map(Arc::new)).clone()
 }
 
+/// A file opened for reading, gunzipped on the fly when it starts with the gzip magic (1f 8b): the one place
+/// that decides "gzip or raw" for IDX, digits CSV and format sniffing.
+pub enum MaybeGzip {
+    Raw(BufReader<File>),
+    Gzip(flate2::read::MultiGzDecoder<BufReader<File>>),
+}
+
+impl MaybeGzip {
+    pub fn open(path: &Path) -> std::io::Result<MaybeGzip> {
+        let mut file = BufReader::new(File::open(path)?);
+        let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+        Ok(if gzip { MaybeGzip::Gzip(flate2::read::MultiGzDecoder::new(file)) } else { MaybeGzip::Raw(file) })
+    }
+
+    pub fn is_gzip(&self) -> bool {
+        matches!(self, MaybeGzip::Gzip(_))
+    }
+}
+
+impl Read for MaybeGzip {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            MaybeGzip::Raw(r) => r.read(buf),
+            MaybeGzip::Gzip(g) => g.read(buf),
+        }
+    }
+}
+
 /// Reads a whole file, transparently gunzipping (gzip magic 1f 8b), at most `max` decompressed bytes.
 pub fn read_maybe_gzip(path: &Path, max: u64) -> Result<Vec<u8>, DecodeError> {
-    let raw = std::fs::read(path).map_err(|e| DecodeError::bad(path, format!("cannot read: {e}")))?;
-    if raw.is_empty() {
-        return Err(DecodeError::bad(path, "empty file (0 bytes)"));
-    }
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        let mut dec = flate2::read::MultiGzDecoder::new(&raw[..]).take(max + 1);
-        dec.read_to_end(&mut out).map_err(|e| DecodeError::bad(path, format!("corrupt gzip data: {e}")))?;
+    let cannot_read = |e: std::io::Error| DecodeError::bad(path, format!("cannot read: {e}"));
+    let mut input = MaybeGzip::open(path).map_err(cannot_read)?;
+    let mut out = Vec::new();
+    if input.is_gzip() {
+        input.take(max + 1).read_to_end(&mut out).map_err(|e| DecodeError::bad(path, format!("corrupt gzip data: {e}")))?;
         if out.len() as u64 > max {
             return Err(DecodeError::bad(path, format!("decompresses to more than {max} bytes (decompression-bomb guard)")));
         }
-        Ok(out)
     } else {
-        Ok(raw)
+        input.read_to_end(&mut out).map_err(cannot_read)?;
+        if out.is_empty() {
+            return Err(DecodeError::bad(path, "empty file (0 bytes)"));
+        }
     }
+    Ok(out)
+}
+
+/// The first `n` bytes of a file, gunzipped if it is gzip (fewer if it is shorter); `None` if it cannot be read.
+pub fn peek_maybe_gzip(path: &Path, n: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    MaybeGzip::open(path).ok()?.take(n as u64).read_to_end(&mut out).ok()?;
+    Some(out)
 }
 
 /// An MNIST-style IDX images file (magic 2051): `count` gray images of `rows` x `cols`.

@@ -302,7 +302,7 @@ fn detect_file(p: &Path) -> Option<Format> {
     if !interesting {
         return None;
     }
-    let head = peek(p, 4096)?;
+    let head = decode::peek_maybe_gzip(p, 4096)?;
     if head.len() >= 4 && head[0] == 0 && head[1] == 0 && head[2] == 8 && (head[3] == 1 || head[3] == 3) {
         return Some(Format::Idx);
     }
@@ -316,23 +316,6 @@ fn detect_file(p: &Path) -> Option<Format> {
         return Some(Format::Digits);
     }
     None
-}
-
-/// First `n` bytes of a file, gunzipped if it is gzip.
-fn peek(p: &Path, n: usize) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(p).ok()?;
-    let mut magic = [0u8; 2];
-    let k = f.read(&mut magic).ok()?;
-    drop(f);
-    let f = std::fs::File::open(p).ok()?;
-    let mut out = Vec::new();
-    if k == 2 && magic == [0x1f, 0x8b] {
-        flate2::read::MultiGzDecoder::new(f).take(n as u64).read_to_end(&mut out).ok()?;
-    } else {
-        f.take(n as u64).read_to_end(&mut out).ok()?;
-    }
-    Some(out)
 }
 
 // ---------------------------------------------------------------------------------------------

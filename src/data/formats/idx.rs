@@ -14,17 +14,7 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] =
 
 /// IDX magic of a file's first bytes (gunzipped when needed): Some(2051) images, Some(2049) labels.
 fn magic_of(p: &Path) -> Option<u32> {
-    use std::io::Read;
-    let f = std::fs::File::open(p).ok()?;
-    let mut head = [0u8; 4];
-    let mut raw = [0u8; 2];
-    std::fs::File::open(p).ok()?.read_exact(&mut raw).ok()?;
-    if raw == [0x1f, 0x8b] {
-        flate2::read::MultiGzDecoder::new(f).read_exact(&mut head).ok()?;
-    } else {
-        let mut f = f;
-        f.read_exact(&mut head).ok()?;
-    }
+    let head: [u8; 4] = decode::peek_maybe_gzip(p, 4)?.try_into().ok()?;
     let m = u32::from_be_bytes(head);
     (m == 2051 || m == 2049).then_some(m)
 }
