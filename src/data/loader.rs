@@ -167,6 +167,25 @@ impl Letterbox {
         (lb, new_w, new_h)
     }
 
+    /// The trainer's letterbox ([`crate::train::data`], so every checkpoint's): one scale for both axes,
+    /// `size / longer side`, and the resized size that scale times the original, rounded. Unlike
+    /// [`Letterbox::compute`] it does not re-derive each axis' scale from the rounded size (they differ by under half
+    /// an input pixel on the short side); checkpoints were trained with this mapping, so it stays.
+    pub fn uniform(orig_w: u32, orig_h: u32, size: usize) -> (Letterbox, u32, u32) {
+        let scale = size as f32 / orig_w.max(orig_h).max(1) as f32;
+        let resized = |n: u32| ((n as f32 * scale).round() as usize).clamp(1, size);
+        let (new_w, new_h) = (resized(orig_w), resized(orig_h));
+        let lb = Letterbox {
+            scale,
+            scale_y: scale,
+            pad_x: ((size - new_w) / 2) as f32,
+            pad_y: ((size - new_h) / 2) as f32,
+            orig_w,
+            orig_h,
+        };
+        (lb, new_w as u32, new_h as u32)
+    }
+
     /// Original pixels -> model-input pixels.
     pub fn point_to_input(&self, x: f32, y: f32) -> (f32, f32) {
         (x * self.scale + self.pad_x, y * self.scale_y + self.pad_y)

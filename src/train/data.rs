@@ -13,59 +13,31 @@ use serde::{Deserialize, Serialize};
 use crate::data::project::{BBox, Project, Split};
 use crate::model::objectives::Object;
 
-/// Per-channel mean and standard deviation of the input pixels (0..1), stored in the checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Normalization {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
+pub use crate::data::loader::{Letterbox, Normalization};
 
-impl Default for Normalization {
-    fn default() -> Self {
-        Normalization { mean: [0.5; 3], std: [0.25; 3] }
-    }
-}
+/// Used when no image of the split decodes: pixels centred on mid-grey.
+const FALLBACK_NORMALIZATION: Normalization = Normalization { mean: [0.5; 3], std: [0.25; 3] };
 
-/// How an original image maps into the square model input: scaled by `scale`, then offset by `pad`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Letterbox {
-    pub scale: f32,
-    pub pad_x: f32,
-    pub pad_y: f32,
-    pub orig_w: u32,
-    pub orig_h: u32,
-}
-
+/// The model's [`Object`] is a [`BBox`] in model-input pixels; these adapt the shared letterbox mapping to it.
 impl Letterbox {
-    pub fn new(w: u32, h: u32, size: usize) -> Letterbox {
-        let scale = size as f32 / w.max(h).max(1) as f32;
-        let (nw, nh) = (((w as f32 * scale).round() as usize).clamp(1, size), ((h as f32 * scale).round() as usize).clamp(1, size));
-        Letterbox { scale, pad_x: ((size - nw) / 2) as f32, pad_y: ((size - nh) / 2) as f32, orig_w: w, orig_h: h }
-    }
     pub fn to_input(&self, b: &BBox) -> Object {
-        Object {
-            xmin: b.xmin * self.scale + self.pad_x,
-            ymin: b.ymin * self.scale + self.pad_y,
-            xmax: b.xmax * self.scale + self.pad_x,
-            ymax: b.ymax * self.scale + self.pad_y,
-            class: b.class,
-        }
+        let i = self.box_to_input(b);
+        Object { xmin: i.xmin, ymin: i.ymin, xmax: i.xmax, ymax: i.ymax, class: i.class }
     }
     /// Back to original-image pixels, clamped to the image.
     pub fn to_original(&self, o: &Object) -> BBox {
-        let fx = |x: f32| ((x - self.pad_x) / self.scale).clamp(0.0, self.orig_w as f32);
-        let fy = |y: f32| ((y - self.pad_y) / self.scale).clamp(0.0, self.orig_h as f32);
-        BBox { xmin: fx(o.xmin), ymin: fy(o.ymin), xmax: fx(o.xmax), ymax: fy(o.ymax), class: o.class }
+        self.box_to_original(&BBox { xmin: o.xmin, ymin: o.ymin, xmax: o.xmax, ymax: o.ymax, class: o.class })
     }
 }
 
-/// Letterboxes `img` into a `size`×`size` CHW array of 0..1 values (padding = the normalisation mean, i.e. 0 after
-/// normalising) and normalises it.
+/// Letterboxes `img` into a `size`×`size` CHW array (geometry: [`Letterbox::uniform`]; padding = the
+/// normalisation mean, i.e. 0 after normalising) and normalises it.
+///
+/// Not [`crate::data::loader::preprocess`]: every checkpoint was trained, and is run by the predictor, on this
+/// exact pixel path (resize filters, padding), so it must not change under them.
 pub fn preprocess(img: &DynamicImage, size: usize, norm: &Normalization) -> (Vec<f32>, Letterbox) {
     let rgb = img.to_rgb8();
-    let lb = Letterbox::new(rgb.width(), rgb.height(), size);
-    let nw = ((rgb.width() as f32 * lb.scale).round() as u32).clamp(1, size as u32);
-    let nh = ((rgb.height() as f32 * lb.scale).round() as u32).clamp(1, size as u32);
+    let (lb, nw, nh) = Letterbox::uniform(rgb.width(), rgb.height(), size);
     let filter = if lb.scale < 1.0 { FilterType::Triangle } else { FilterType::CatmullRom };
     let resized = if (nw, nh) == (rgb.width(), rgb.height()) { rgb } else { image::imageops::resize(&rgb, nw, nh, filter) };
     let mut out = vec![0f32; 3 * size * size];
@@ -193,9 +165,9 @@ pub fn compute_normalization(project: &Project, split: Split, size: usize) -> No
         n += plane as f64;
     }
     if n == 0.0 {
-        return Normalization::default();
+        return FALLBACK_NORMALIZATION;
     }
-    let mut norm = Normalization::default();
+    let mut norm = FALLBACK_NORMALIZATION;
     for c in 0..3 {
         let m = sum[c] / n;
         norm.mean[c] = m as f32;
@@ -346,12 +318,25 @@ mod tests {
 
     #[test]
     fn letterbox_round_trips_boxes() {
-        let lb = Letterbox::new(200, 100, 64);
+        let (lb, _, _) = Letterbox::uniform(200, 100, 64);
         let b = BBox { xmin: 10.0, ymin: 20.0, xmax: 150.0, ymax: 90.0, class: 1 };
         let back = lb.to_original(&lb.to_input(&b));
         assert!((back.xmin - 10.0).abs() < 1e-3 && (back.ymax - 90.0).abs() < 1e-3);
         assert_eq!(lb.pad_x, 0.0);
         assert_eq!(lb.pad_y, 16.0);
+    }
+
+    #[test]
+    fn trainer_letterbox_uses_one_scale_for_both_axes() {
+        // 100x33 into 64: scale 0.64, resized 64x21 (21.12 rounded), pad_y (64 - 21) / 2 = 21. The short axis keeps
+        // scale 0.64 (not 21/33): checkpoints were trained with this mapping.
+        let (lb, w, h) = Letterbox::uniform(100, 33, 64);
+        assert_eq!((w, h, lb.scale, lb.scale_y, lb.pad_x, lb.pad_y), (64, 21, 0.64, 0.64, 0.0, 21.0));
+        let o = lb.to_input(&BBox { xmin: 0.0, ymin: 33.0, xmax: 100.0, ymax: 33.0, class: 2 });
+        assert_eq!((o.xmax, o.ymin, o.class), (64.0, 33.0 * 0.64 + 21.0, 2));
+        let (pixels, _) = preprocess(&DynamicImage::new_rgb8(100, 33), 64, &Normalization { mean: [0.5; 3], std: [0.25; 3] });
+        // Padding rows are exactly 0 (the mean); black image rows are (0 - 0.5) / 0.25 = -2.
+        assert_eq!((pixels[20 * 64], pixels[21 * 64], pixels[41 * 64], pixels[42 * 64]), (0.0, -2.0, -2.0, 0.0));
     }
 
     #[test]
@@ -367,7 +352,7 @@ mod tests {
         let item = Item {
             index: 0,
             pixels,
-            letterbox: Letterbox::new(16, 16, 16),
+            letterbox: Letterbox::uniform(16, 16, 16).0,
             class: None,
             objects: vec![Object { xmin: 9.0, ymin: 2.0, xmax: 13.0, ymax: 5.0, class: 0 }],
         };
