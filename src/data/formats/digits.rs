@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{is_junk, FormatError, Parsed, RawImage, RawSource};
+use super::{find_file_below, is_junk, FormatError, Parsed, RawImage, RawSource};
 use crate::data::decode;
 use crate::data::project::ImageSource;
 
@@ -12,16 +12,7 @@ pub fn read(src: &Path) -> Result<Parsed, FormatError> {
     let file: PathBuf = if src.is_file() {
         src.to_path_buf()
     } else {
-        walkdir::WalkDir::new(src)
-            .max_depth(3)
-            .sort_by_file_name()
-            .into_iter()
-            .flatten()
-            .map(|e| e.into_path())
-            .find(|p| {
-                let n = p.file_name().unwrap_or_default().to_string_lossy().to_lowercase();
-                p.is_file() && !is_junk(p) && (n.ends_with(".csv") || n.ends_with(".csv.gz"))
-            })
+        find_file_below(src, 3, |p, n| !is_junk(p) && (n.ends_with(".csv") || n.ends_with(".csv.gz")))
             .ok_or_else(|| FormatError::bad(src, "no digits .csv or .csv.gz file found"))?
     };
     let table = decode::digits_table(&file).map_err(|e| FormatError::bad(&file, e.reason()))?;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{is_junk, read_text, split_from_name, FormatError, Parsed, RawImage, RawSource};
+use super::{files_below, read_text, split_from_name, FormatError, Parsed, RawImage, RawSource};
 use crate::data::decode::{self, MAX_IDX_BYTES};
 use crate::data::project::{ImageSource, Split};
 
@@ -32,15 +32,7 @@ pub fn read(src: &Path) -> Result<Parsed, FormatError> {
     let candidates: Vec<PathBuf> = if src.is_file() {
         vec![src.to_path_buf()]
     } else {
-        walkdir::WalkDir::new(src)
-            .max_depth(3)
-            .sort_by_file_name()
-            .into_iter()
-            .flatten()
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.into_path())
-            .filter(|p| !is_junk(p))
-            .collect()
+        files_below(src, 3, false).collect()
     };
     let image_files: Vec<PathBuf> = candidates.iter().filter(|p| magic_of(p) == Some(2051)).cloned().collect();
     if image_files.is_empty() {

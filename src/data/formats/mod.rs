@@ -199,25 +199,42 @@ pub fn is_image_path(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Hidden files and OS droppings that are never part of a dataset.
 /// The folder images resolve against, and the annotation files to read: `src` itself when it is a file, otherwise
 /// every file below it (4 levels, sorted) with extension `ext` that `accept` recognises.
 pub fn annotation_files(src: &Path, ext: &str, accept: impl Fn(&Path) -> bool) -> (PathBuf, Vec<PathBuf>) {
     if src.is_file() {
         return (src.parent().unwrap_or(Path::new(".")).to_path_buf(), vec![src.to_path_buf()]);
     }
-    let files = walkdir::WalkDir::new(src)
-        .max_depth(4)
+    let files = files_below(src, 4, false)
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) && accept(p))
+        .collect();
+    (src.to_path_buf(), files)
+}
+
+/// Every file below `dir` (at most `max_depth` levels, sorted by name; symlinks followed when `follow_links`),
+/// hidden files and OS droppings left out. Unreadable entries are passed over.
+pub fn files_below(dir: &Path, max_depth: usize, follow_links: bool) -> impl Iterator<Item = PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .follow_links(follow_links)
+        .max_depth(max_depth)
         .sort_by_file_name()
         .into_iter()
         .flatten()
         .filter(|e| e.file_type().is_file())
         .map(|e| e.into_path())
-        .filter(|p| !is_junk(p) && p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) && accept(p))
-        .collect();
-    (src.to_path_buf(), files)
+        .filter(|p| !is_junk(p))
 }
 
+/// The first path (sorted by name, at most `max_depth` levels below `dir`) that is a file, or a link to one, and
+/// that `wanted` accepts; `wanted` also gets the file name in lower case.
+pub fn find_file_below(dir: &Path, max_depth: usize, wanted: impl Fn(&Path, &str) -> bool) -> Option<PathBuf> {
+    walkdir::WalkDir::new(dir).max_depth(max_depth).sort_by_file_name().into_iter().flatten().map(|e| e.into_path()).find(|p| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy().to_lowercase();
+        p.is_file() && wanted(p, &name)
+    })
+}
+
+/// Hidden files and OS droppings that are never part of a dataset.
 pub fn is_junk(p: &Path) -> bool {
     let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     name.starts_with('.') || name.eq_ignore_ascii_case("thumbs.db") || name.eq_ignore_ascii_case("desktop.ini")
@@ -264,14 +281,11 @@ pub struct ImageIndex {
 impl ImageIndex {
     pub fn build(root: &Path) -> ImageIndex {
         let mut index = ImageIndex::default();
-        for entry in walkdir::WalkDir::new(root).follow_links(true).max_depth(8).sort_by_file_name().into_iter().flatten() {
-            let p = entry.path();
-            if entry.file_type().is_file() && is_image_path(p) && !is_junk(p) {
-                let name = p.file_name().unwrap().to_string_lossy().to_lowercase();
-                let stem = p.file_stem().unwrap().to_string_lossy().to_lowercase();
-                index.by_name.entry(name).or_default().push(p.to_path_buf());
-                index.by_stem.entry(stem).or_default().push(p.to_path_buf());
-            }
+        for p in files_below(root, 8, true).filter(|p| is_image_path(p)) {
+            let name = p.file_name().unwrap().to_string_lossy().to_lowercase();
+            let stem = p.file_stem().unwrap().to_string_lossy().to_lowercase();
+            index.by_name.entry(name).or_default().push(p.clone());
+            index.by_stem.entry(stem).or_default().push(p);
         }
         index
     }

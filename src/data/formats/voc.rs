@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{
-    is_junk, key_of, read_text, split_from_path, Coords, FormatError, ImageIndex, Parsed, RawBox, RawImage,
+    files_below, key_of, read_text, split_from_path, Coords, FormatError, ImageIndex, Parsed, RawBox, RawImage,
 };
 use crate::data::project::{Split, Task};
 
@@ -24,16 +24,7 @@ pub fn read(src: &Path) -> Result<Parsed, FormatError> {
     let xmls: Vec<PathBuf> = if src.is_file() {
         vec![src.to_path_buf()]
     } else {
-        walkdir::WalkDir::new(src)
-            .follow_links(true)
-            .max_depth(8)
-            .sort_by_file_name()
-            .into_iter()
-            .flatten()
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.into_path())
-            .filter(|p| !is_junk(p) && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")))
-            .collect()
+        files_below(src, 8, true).filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml"))).collect()
     };
     let mut out = Parsed { detection: true, ..Default::default() };
     if xmls.is_empty() {

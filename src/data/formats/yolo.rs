@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
-use super::{is_image_path, is_junk, key_of, read_text, split_from_path, Coords, FormatError, Parsed, RawBox, RawImage};
+use super::{files_below, find_file_below, is_image_path, key_of, read_text, split_from_path, Coords, FormatError, Parsed, RawBox, RawImage};
 use crate::data::export::{ExportError, Exporter};
 use crate::data::project::{Split, Task};
 
@@ -292,29 +292,11 @@ fn find_data_yaml(root: &Path) -> Option<PathBuf> {
 }
 
 fn find_names_file(root: &Path) -> Option<PathBuf> {
-    walkdir::WalkDir::new(root)
-        .max_depth(3)
-        .sort_by_file_name()
-        .into_iter()
-        .flatten()
-        .map(|e| e.into_path())
-        .find(|p| {
-            let n = p.file_name().unwrap_or_default().to_string_lossy().to_lowercase();
-            p.is_file() && (n == "classes.txt" || n == "obj.names" || n.ends_with(".names"))
-        })
+    find_file_below(root, 3, |_, n| n == "classes.txt" || n == "obj.names" || n.ends_with(".names"))
 }
 
 fn list_images(dir: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(dir)
-        .follow_links(true)
-        .max_depth(8)
-        .sort_by_file_name()
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .filter(|p| is_image_path(p) && !is_junk(p))
-        .collect()
+    files_below(dir, 8, true).filter(|p| is_image_path(p)).collect()
 }
 
 /// Ultralytics' rule: `.../images/x/a.jpg` -> `.../labels/x/a.txt`; else `a.txt` next to the image.
