@@ -108,6 +108,20 @@ pub fn probe_file(path: &Path) -> Result<ImageProbe, DecodeError> {
     let n = read_up_to(&mut reader, &mut head).map_err(|e| DecodeError::bad(path, format!("read error: {e}")))?;
     let format = image::guess_format(&head[..n])
         .map_err(|_| DecodeError::bad(path, "not an image: the content matches no supported image format"))?;
+    let (decoder, orientation) = checked_decoder(path, reader, len, format)?;
+    let (w, h) = decoder.dimensions();
+    let (width, height) = if swaps_axes(orientation) { (h, w) } else { (w, h) };
+    Ok(ImageProbe { width, height, format, extension_mismatch: extension_mismatch(path, format) })
+}
+
+/// The checks shared by probing and decoding, once the format is known: the truncation check, then a decoder
+/// under the allocation limits whose header passed the pixel-count guard, and its EXIF orientation.
+fn checked_decoder<'a, R: BufRead + Seek + 'a>(
+    path: &Path,
+    mut reader: R,
+    len: u64,
+    format: ImageFormat,
+) -> Result<(impl ImageDecoder + 'a, Orientation), DecodeError> {
     check_trailer(&mut reader, len, format).map_err(|r| DecodeError::bad(path, r))?;
     reader.seek(SeekFrom::Start(0)).map_err(|e| DecodeError::bad(path, format!("read error: {e}")))?;
     let mut r = ImageReader::with_format(reader, format);
@@ -116,8 +130,7 @@ pub fn probe_file(path: &Path) -> Result<ImageProbe, DecodeError> {
     let (w, h) = decoder.dimensions();
     check_pixels(path, w, h)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let (width, height) = if swaps_axes(orientation) { (h, w) } else { (w, h) };
-    Ok(ImageProbe { width, height, format, extension_mismatch: extension_mismatch(path, format) })
+    Ok((decoder, orientation))
 }
 
 /// A decoder error in words: memory-limit refusals say so, everything else is corrupt data.
@@ -195,17 +208,8 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage, DecodeErr
     }
     let format = image::guess_format(bytes)
         .map_err(|_| DecodeError::bad(path, "not an image: the content matches no supported image format"))?;
-    let mut cursor = Cursor::new(bytes);
-    check_trailer(&mut cursor, bytes.len() as u64, format).map_err(|r| DecodeError::bad(path, r))?;
-    cursor.set_position(0);
-    let mut reader = ImageReader::with_format(cursor, format);
-    reader.limits(decode_limits());
-    let mut decoder = reader.into_decoder().map_err(|e| DecodeError::bad(path, describe(format, e)))?;
-    let (w, h) = decoder.dimensions();
-    check_pixels(path, w, h)?;
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::bad(path, describe(format, e)))?;
+    let (decoder, orientation) = checked_decoder(path, Cursor::new(bytes), bytes.len() as u64, format)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::bad(path, describe(format, e)))?;
     img.apply_orientation(orientation);
     Ok(to_rgb8(img))
 }
