@@ -184,6 +184,13 @@ pub struct ImageEntry {
     pub labeled: bool,
 }
 
+impl ImageEntry {
+    /// Usable for detection: it has boxes, or is marked labelled (a labelled negative: no objects here).
+    pub fn has_box_labels(&self) -> bool {
+        self.labeled || !self.boxes.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
     pub schema_version: u32,

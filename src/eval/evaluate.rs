@@ -89,7 +89,7 @@ pub fn evaluate_with(
             let im = &project.images[i];
             match task {
                 Task::Classify => im.class.is_some(),
-                Task::Detect => im.labeled || !im.boxes.is_empty(),
+                Task::Detect => im.has_box_labels(),
             }
         })
         .collect();

@@ -92,7 +92,7 @@ impl Dataset {
                 match need {
                     Need::Pixels => true,
                     Need::Class => e.class.is_some(),
-                    Need::Boxes => e.labeled || !e.boxes.is_empty(),
+                    Need::Boxes => e.has_box_labels(),
                 }
             })
             .collect();

@@ -200,7 +200,7 @@ pub fn write(ex: &mut Exporter) -> Result<(), ExportError> {
         for i in indices {
             // An image in a COCO file without annotations reads as "no objects here" to every tool: only
             // labelled images are written.
-            if !ex.project.images[i].labeled && ex.project.images[i].boxes.is_empty() {
+            if !ex.project.images[i].has_box_labels() {
                 ex.note_unlabeled(i);
                 continue;
             }

@@ -207,8 +207,7 @@ pub fn write(ex: &mut Exporter) -> Result<(), ExportError> {
     }
     let mut per_split: HashMap<Split, Vec<Vec<String>>> = HashMap::new();
     for i in 0..ex.project.images.len() {
-        let im = &ex.project.images[i];
-        if !im.labeled && im.boxes.is_empty() {
+        if !ex.project.images[i].has_box_labels() {
             ex.note_unlabeled(i);
             continue;
         }

@@ -223,8 +223,7 @@ pub fn write(ex: &mut crate::data::export::Exporter) -> Result<(), crate::data::
     }
     let mut sets: HashMap<Split, Vec<String>> = HashMap::new();
     for i in 0..ex.project.images.len() {
-        let im = &ex.project.images[i];
-        if !im.labeled && im.boxes.is_empty() {
+        if !ex.project.images[i].has_box_labels() {
             ex.note_unlabeled(i);
             continue;
         }

@@ -330,7 +330,7 @@ pub fn write(ex: &mut Exporter) -> Result<(), ExportError> {
             used_splits.push(split);
         }
         let im = &ex.project.images[i];
-        if im.labeled || !im.boxes.is_empty() {
+        if im.has_box_labels() {
             let (w, h) = (im.width as f64, im.height as f64);
             let mut text = String::new();
             for b in &im.boxes {
