@@ -8,5 +8,6 @@ pub mod import;
 pub mod demo;
 pub mod loader;
 pub mod project;
+pub mod subset;
 
 pub use project::{BBox, ClassInfo, ImageEntry, ImageSource, Project, Split, Task};
