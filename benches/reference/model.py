@@ -20,12 +20,14 @@ INIT_STD = 0.02
 EOS, TASK_CLASSIFY, TASK_DETECT, NOISE, N_SPECIAL = 0, 1, 2, 3, 4
 # Std-dev, in bins, of the Gaussian soft target of coordinate tokens (objectives.rs COORD_SIGMA_BINS).
 COORD_SIGMA_BINS = 1.0
+# Weight of the expected-coordinate L1 term of the detection loss (objectives.rs COORD_L1_WEIGHT).
+COORD_L1_WEIGHT = 5.0
 
 
 def preset(name):
     """src/model/config.rs ModelConfig::preset."""
     base = dict(preset=name, image_size=64, patch_size=8, channels=3, dim=128, n_layers=4, n_heads=4, mlp_ratio=2,
-                n_bins=64, max_objects=10, n_classes=0, norm_eps=1e-5)
+                n_bins=64, max_objects=10, n_classes=0, norm_eps=1e-5, box_query=True)
     if name == "tiny":
         return base
     if name == "small":
@@ -48,6 +50,7 @@ class Config:
         # dumped weights so the reference always has exactly Tessera's parameters.
         self.block_bias = d.get("block_bias", False)
         self.positions = d.get("positions", "sincos")
+        self.box_query = d.get("box_query", False)
 
 
 def sincos_1d(x, dim):
@@ -245,12 +248,46 @@ def soft_targets(cfg, target):
     return torch.from_numpy(dense)
 
 
+def box_centre_codes(cfg, inp):
+    """objectives.rs box_centre_codes: on each object's xmax token (output position 5k + 4) whose four coordinates
+    are bins, the 2-D sine-cosine code of the box centre in patch units."""
+    t = inp.numpy()
+    b, l = t.shape
+    out = np.zeros((b, l, cfg.dim), np.float32)
+    deq = lambda tok: np.float32(tok - N_SPECIAL) / np.float32(cfg.n_bins - 1) * np.float32(cfg.image_size)
+    p = np.float32(cfg.patch_size)
+    for i in range(b):
+        for j in range(3, l):
+            if j % 5 != 4 or not all(N_SPECIAL <= int(x) < cfg.first_class for x in t[i, j - 3:j + 1]):
+                continue
+            y0, x0, y1, x1 = (deq(int(x)) for x in t[i, j - 3:j + 1])
+            cy = (y0 + y1) / np.float32(2.0) / p - np.float32(0.5)
+            cx = (x0 + x1) / np.float32(2.0) / p - np.float32(0.5)
+            out[i, j] = np.concatenate([sincos_1d(cy, cfg.dim // 2), sincos_1d(cx, cfg.dim - cfg.dim // 2)])
+    return torch.from_numpy(out)
+
+
 def detect_loss(model, patches, inp, target, weight):
+    cfg = model.cfg
     n, l = patches.shape[1], inp.shape[1]
-    h = model(patches, inp, prefix_mask(n + l, n))
-    logp = F.log_softmax(model.token_head(h[:, n:]), -1)
-    nll = -(logp * soft_targets(model.cfg, target)).sum(-1)
-    return (nll * weight).sum() / max(float(weight.sum()), 1.0)
+    x = model.embed(patches, inp, 0)
+    if cfg.box_query:
+        x = x + torch.cat([torch.zeros(x.shape[0], n, cfg.dim), box_centre_codes(cfg, inp)], 1)
+    h = model.forward_embedded(x, prefix_mask(n + l, n))
+    logits = model.token_head(h[:, n:])
+    logp = F.log_softmax(logits, -1)
+    nll = -(logp * soft_targets(cfg, target)).sum(-1)
+    ce = (nll * weight).sum() / max(float(weight.sum()), 1.0)
+    # Expected-coordinate L1 (objectives.rs): mean predicted bin vs true bin, as fractions of the image side.
+    is_bin = (target >= N_SPECIAL) & (target < cfg.first_class)
+    mask = weight * is_bin.float()
+    n_coords = float(mask.sum())
+    if n_coords == 0:
+        return ce
+    true_pos = (target - N_SPECIAL).clamp(min=0).float() / (cfg.n_bins - 1)
+    probs = F.softmax(logits[..., N_SPECIAL:cfg.first_class], -1)
+    expected = (probs * (torch.arange(cfg.n_bins, dtype=torch.float32) / (cfg.n_bins - 1))).sum(-1)
+    return ce + COORD_L1_WEIGHT * ((expected - true_pos).abs() * mask).sum() / n_coords
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::config::ModelConfig;
-use super::transformer::{prefix_len, KvCache, Transformer};
+use super::transformer::{prefix_len, sincos_1d, KvCache, Transformer};
 use super::vocab::{self, Vocab};
 
 /// Per-patch normalisation of the pretraining targets (AIM): each patch to zero mean, unit variance.
@@ -193,10 +193,66 @@ pub fn detect_loss(model: &Transformer, patches: &Tensor, input: &Tensor, target
     let n = patches.dim(1)?;
     let l = input.dim(1)?;
     let mask = prefix_len(n + l, n, patches.device())?;
-    let h = model.forward(Some(patches), Some(input), Some(mask))?;
+    let x = Tensor::cat(&[model.embed(Some(patches), None, 0)?, embed_detect_tokens(model, &input.to_vec2::<u32>()?, 0)?], 1)?;
+    let h = model.forward_embedded(&x, Some(mask), None, None)?;
+    detect_sequence_loss(model, &h, n, target, weight)
+}
+
+/// Embeds detection tokens `rows` (`[B, L]`, the first at output position `offset`; the whole sequence so far from
+/// position 0 when `offset` is 0) and adds, on each object's last coordinate token (xmax, whose successor is the
+/// class), the 2-D sine-cosine code of that box's centre in patch units: the very code the patches carry. The class
+/// token must name what lies inside the box the four coordinates describe; without this the model has to learn to
+/// turn four scalar tokens into an attention query over the patches, which a small model from scratch does only
+/// after a very long time (its class tokens stay at chance long after its boxes are roughly right).
+pub fn embed_detect_tokens(model: &Transformer, rows: &[Vec<u32>], offset: usize) -> Result<Tensor> {
+    let cfg = &model.cfg;
+    let dev = model.device();
+    let (b, l) = (rows.len(), rows.first().map_or(0, Vec::len));
+    let flat: Vec<u32> = rows.iter().flatten().copied().collect();
+    let x = model.embed(None, Some(&Tensor::from_vec(flat, (b, l), dev)?), offset)?;
+    if !cfg.box_query {
+        return Ok(x);
+    }
+    let codes = box_centre_codes(cfg, rows, offset);
+    x + Tensor::from_vec(codes, (b, l, cfg.dim), dev)?
+}
+
+/// See [`embed_detect_tokens`]. `rows[i]` holds the tokens from output position `offset` on; a code needs the
+/// object's four coordinates in `rows` (the decoder, which passes one token at a time, calls [`box_centre_code`]).
+fn box_centre_codes(cfg: &ModelConfig, rows: &[Vec<u32>], offset: usize) -> Vec<f32> {
+    let v = cfg.vocab();
+    let l = rows.first().map_or(0, Vec::len);
+    let mut out = vec![0f32; rows.len() * l * cfg.dim];
+    for (i, row) in rows.iter().enumerate() {
+        // Output position 0 is the task token; objects occupy 1..=5, 6..=10, ...; xmax sits at 5k + 4.
+        for j in (3..l).filter(|j| (offset + j) % 5 == 4) {
+            let bins: Option<Vec<usize>> = row[j - 3..=j].iter().map(|&t| v.token_to_bin(t)).collect();
+            if let Some(b) = bins {
+                let code = box_centre_code(cfg, [b[0], b[1], b[2], b[3]]);
+                out[(i * l + j) * cfg.dim..(i * l + j + 1) * cfg.dim].copy_from_slice(&code);
+            }
+        }
+    }
+    out
+}
+
+/// The 2-D sine-cosine code (as the patches have it) of the centre of the box with bins `[ymin, xmin, ymax, xmax]`.
+pub fn box_centre_code(cfg: &ModelConfig, bins: [usize; 4]) -> Vec<f32> {
+    let v = cfg.vocab();
+    let (size, p) = (cfg.image_size as f32, cfg.patch_size as f32);
+    // Patch (r, c) carries the code of (r, c) and covers pixels r·p .. (r+1)·p: pixel y sits at row y/p − ½.
+    let centre = |a: usize, b: usize| (v.dequantize(a, size) + v.dequantize(b, size)) / 2.0 / p - 0.5;
+    let mut code = sincos_1d(centre(bins[0], bins[2]), cfg.dim / 2);
+    code.extend(sincos_1d(centre(bins[1], bins[3]), cfg.dim - cfg.dim / 2));
+    code
+}
+
+/// Weighted token cross-entropy of detection sequences from the final hidden states `h` (`[B, N + L, dim]`).
+fn detect_sequence_loss(model: &Transformer, h: &Tensor, n: usize, target: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let l = target.dim(1)?;
     let logits = model.token_head.forward(&h.narrow(1, n, l)?)?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let soft = soft_targets(&model.cfg.vocab(), &target.to_vec2::<u32>()?, patches.device())?;
+    let soft = soft_targets(&model.cfg.vocab(), &target.to_vec2::<u32>()?, h.device())?;
     let nll = (logp * soft)?.sum(D::Minus1)?.neg()?;
     let ce = ((nll * weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64)?;
     // Expected-coordinate L1: cross-entropy alone says nothing about how far a wrong bin is (beyond the soft
@@ -218,9 +274,11 @@ pub fn detect_loss(model: &Transformer, patches: &Tensor, input: &Tensor, target
     if n_coords == 0.0 {
         return Ok(ce);
     }
-    let dev = patches.device();
+    let dev = h.device();
     let b = targets.len();
-    let bin_probs = candle_nn::ops::softmax_last_dim(&logits.narrow(2, v.first_bin() as usize, v.n_bins)?.contiguous()?)?;
+    // `softmax`, not the fused `softmax_last_dim`: the fused one has no backward pass, and this term exists for its
+    // gradient.
+    let bin_probs = candle_nn::ops::softmax(&logits.narrow(2, v.first_bin() as usize, v.n_bins)?, D::Minus1)?;
     let positions = Tensor::arange(0u32, v.n_bins as u32, dev)?.to_dtype(DType::F32)?.affine(1.0 / (v.n_bins - 1) as f64, 0.0)?;
     let expected = bin_probs.broadcast_mul(&positions.reshape((1, 1, v.n_bins))?)?.sum(D::Minus1)?;
     let err = (expected - Tensor::from_vec(true_pos, (b, l), dev)?)?.abs()?;
@@ -364,15 +422,19 @@ pub fn detect_decode(model: &Transformer, patches: &Tensor, opts: &DecodeOptions
         }
         if opts.no_cache {
             let l = all_tokens[0].len();
-            let flat: Vec<u32> = all_tokens.iter().flatten().copied().collect();
-            let toks = Tensor::from_vec(flat, (b, l), dev)?;
             let mask = prefix_len(n + l, n, dev)?;
-            let h = model.forward(Some(patches), Some(&toks), Some(mask))?;
+            let x = Tensor::cat(&[model.embed(Some(patches), None, 0)?, embed_detect_tokens(model, &all_tokens, 0)?], 1)?;
+            let h = model.forward_embedded(&x, Some(mask), None, None)?;
             last = h.i((.., n + l - 1, ..))?;
         } else {
             let pos = all_tokens[0].len() - 1;
             let toks = Tensor::from_vec(next, (b, 1), dev)?;
-            let x = model.embed(None, Some(&toks), pos)?;
+            let mut x = model.embed(None, Some(&toks), pos)?;
+            if cfg.box_query && pos % 5 == 4 {
+                // The box just completed: its centre's code goes on the xmax token, as in training.
+                let codes: Vec<f32> = (0..b).flat_map(|i| box_centre_code(cfg, current[i])).collect();
+                x = (x + Tensor::from_vec(codes, (b, 1, cfg.dim), dev)?)?;
+            }
             let h = model.forward_embedded(&x, None, Some(&mut cache), None)?;
             last = h.i((.., 0, ..))?;
         }

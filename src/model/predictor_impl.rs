@@ -155,8 +155,13 @@ impl PredictorImpl {
             }
         };
         let l = tokens.len();
-        let toks = Tensor::from_vec(tokens, (1, l), &self.device)?;
-        let x = self.model.embed(Some(&patches), Some(&toks), 0)?;
+        let x = match self.task {
+            Objective::Detect => Tensor::cat(
+                &[self.model.embed(Some(&patches), None, 0)?, objectives::embed_detect_tokens(&self.model, &[tokens], 0)?],
+                1,
+            )?,
+            _ => self.model.embed(Some(&patches), Some(&Tensor::from_vec(tokens, (1, l), &self.device)?), 0)?,
+        };
         let mask = prefix_len(n + l, n, &self.device)?;
         let mut record = vec![];
         let mut cache = KvCache::new(cfg, 1, n + l, &self.device)?;

@@ -241,6 +241,10 @@ impl Transformer {
         })
     }
 
+    pub fn device(&self) -> &Device {
+        self.token_embed.device()
+    }
+
     /// Embeds patches `[B, N, patch_dim]` and/or output tokens `[B, L]` (u32) whose first one sits at output position
     /// `token_offset`.
     pub fn embed(&self, patches: Option<&Tensor>, tokens: Option<&Tensor>, token_offset: usize) -> Result<Tensor> {
