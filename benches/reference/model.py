@@ -20,8 +20,6 @@ INIT_STD = 0.02
 EOS, TASK_CLASSIFY, TASK_DETECT, NOISE, N_SPECIAL = 0, 1, 2, 3, 4
 # Std-dev, in bins, of the Gaussian soft target of coordinate tokens (objectives.rs COORD_SIGMA_BINS).
 COORD_SIGMA_BINS = 1.0
-# Weight of the expected-coordinate L1 term of the detection loss (objectives.rs COORD_L1_WEIGHT).
-COORD_L1_WEIGHT = 5.0
 
 
 def preset(name):
@@ -277,17 +275,7 @@ def detect_loss(model, patches, inp, target, weight):
     logits = model.token_head(h[:, n:])
     logp = F.log_softmax(logits, -1)
     nll = -(logp * soft_targets(cfg, target)).sum(-1)
-    ce = (nll * weight).sum() / max(float(weight.sum()), 1.0)
-    # Expected-coordinate L1 (objectives.rs): mean predicted bin vs true bin, as fractions of the image side.
-    is_bin = (target >= N_SPECIAL) & (target < cfg.first_class)
-    mask = weight * is_bin.float()
-    n_coords = float(mask.sum())
-    if n_coords == 0:
-        return ce
-    true_pos = (target - N_SPECIAL).clamp(min=0).float() / (cfg.n_bins - 1)
-    probs = F.softmax(logits[..., N_SPECIAL:cfg.first_class], -1)
-    expected = (probs * (torch.arange(cfg.n_bins, dtype=torch.float32) / (cfg.n_bins - 1))).sum(-1)
-    return ce + COORD_L1_WEIGHT * ((expected - true_pos).abs() * mask).sum() / n_coords
+    return (nll * weight).sum() / max(float(weight.sum()), 1.0)
 
 
 @torch.no_grad()

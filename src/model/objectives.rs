@@ -254,41 +254,8 @@ fn detect_sequence_loss(model: &Transformer, h: &Tensor, n: usize, target: &Tens
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let soft = soft_targets(&model.cfg.vocab(), &target.to_vec2::<u32>()?, h.device())?;
     let nll = (logp * soft)?.sum(D::Minus1)?.neg()?;
-    let ce = ((nll * weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64)?;
-    // Expected-coordinate L1: cross-entropy alone says nothing about how far a wrong bin is (beyond the soft
-    // targets' few bins), so early on it barely pulls the coordinates towards the object. The L1 distance between
-    // the mean of the predicted bin distribution and the true bin does, everywhere.
-    let v = model.cfg.vocab();
-    let (targets, weights) = (target.to_vec2::<u32>()?, weight.to_vec2::<f32>()?);
-    let mut true_pos = vec![0f32; targets.len() * l];
-    let mut coord_mask = vec![0f32; targets.len() * l];
-    for (i, (row, w)) in targets.iter().zip(&weights).enumerate() {
-        for (j, &t) in row.iter().enumerate() {
-            if let Some(bin) = v.token_to_bin(t) {
-                true_pos[i * l + j] = bin as f32 / (v.n_bins - 1) as f32;
-                coord_mask[i * l + j] = w[j];
-            }
-        }
-    }
-    let n_coords: f32 = coord_mask.iter().sum();
-    if n_coords == 0.0 {
-        return Ok(ce);
-    }
-    let dev = h.device();
-    let b = targets.len();
-    // `softmax`, not the fused `softmax_last_dim`: the fused one has no backward pass, and this term exists for its
-    // gradient.
-    let bin_probs = candle_nn::ops::softmax(&logits.narrow(2, v.first_bin() as usize, v.n_bins)?, D::Minus1)?;
-    let positions = Tensor::arange(0u32, v.n_bins as u32, dev)?.to_dtype(DType::F32)?.affine(1.0 / (v.n_bins - 1) as f64, 0.0)?;
-    let expected = bin_probs.broadcast_mul(&positions.reshape((1, 1, v.n_bins))?)?.sum(D::Minus1)?;
-    let err = (expected - Tensor::from_vec(true_pos, (b, l), dev)?)?.abs()?;
-    let l1 = ((err * Tensor::from_vec(coord_mask, (b, l), dev)?)?.sum_all()? / n_coords as f64)?;
-    ce + (l1 * COORD_L1_WEIGHT)?
+    (nll * weight)?.sum_all()? / weight.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64
 }
-
-/// Weight of the expected-coordinate L1 term in [`detect_loss`] (coordinates as fractions of the image side, so
-/// one bin off costs about 5/64 ≈ 0.08, against a cross-entropy of about 1–3 early in training).
-pub const COORD_L1_WEIGHT: f64 = 5.0;
 
 /// A decoded box in model-input pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
