@@ -517,6 +517,29 @@ mod tests {
         }
     }
 
+    /// The query added for the class token must be the code the patch under the box centre carries, or attention
+    /// cannot match one to the other.
+    #[test]
+    fn box_centre_code_is_the_code_of_the_patch_under_the_centre() {
+        let c = ModelConfig::preset("tiny").unwrap();
+        let v = c.vocab();
+        let bin = |px: f32| v.quantize(px, c.image_size as f32);
+        // A box from pixel 12 to 28 on both axes is centred on pixel 20, the middle of patch row/column 2 (pixels
+        // 16..24); 2-pixel bins shift it by up to a pixel, a tenth of a patch.
+        let code = box_centre_code(&c, [bin(12.0), bin(12.0), bin(28.0), bin(28.0)]);
+        let patch = crate::model::transformer::sincos_2d(2, 2, c.dim);
+        let err: f32 = code.iter().zip(&patch).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(err < 0.15, "max difference {err}");
+        // And only on xmax tokens whose four coordinates are bins.
+        let rows = vec![vec![vocab::TASK_DETECT, v.bin_token(3), v.bin_token(3), v.bin_token(9), v.bin_token(9), v.class_token(0)]];
+        let codes = box_centre_codes(&c, &rows, 0);
+        let at = |j: usize| &codes[j * c.dim..(j + 1) * c.dim];
+        assert!(at(4).iter().any(|&x| x != 0.0));
+        for j in [0, 1, 2, 3, 5] {
+            assert!(at(j).iter().all(|&x| x == 0.0), "position {j}");
+        }
+    }
+
     #[test]
     fn nms_drops_overlapping_same_class_only() {
         let o = |x: f32, class| RawDetection { object: Object { xmin: x, ymin: 0.0, xmax: x + 10.0, ymax: 10.0, class }, score: 1.0 };
