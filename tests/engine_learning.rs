@@ -96,8 +96,9 @@ fn tiny_preset_learns_shapes_classification() {
 }
 
 /// The quality bar on the shapes data, with fixed step counts (deterministic). Ignored: the tiny preset does
-/// not reach it in a test-sized budget on 2 cores yet (see the engine report in the README); run with `--ignored`
-/// to measure.
+/// not reach it in a test-sized budget on 2 cores yet. Measured: detection val mAP@0.5 0.12 after 1200 steps, 0.33
+/// after 3000, 0.63 after 6000 (test 0.61; ~19 minutes on 2 shared cores, the shipped demo detector); run with
+/// `--ignored` to measure.
 #[test]
 #[ignore = "quality target (mAP@0.5 >= 0.8, accuracy >= 95%) not yet reached in a few minutes on 2 cores"]
 fn tiny_preset_learns_shapes_detection_and_classification() {
@@ -117,6 +118,20 @@ fn tiny_preset_learns_shapes_detection_and_classification() {
     let p = Predictor::load(&cls).unwrap();
     match evaluate(&p, &project, Split::Test, &PredictOptions::default()).unwrap() {
         EvalReport::Classification(r) => assert!(r.accuracy >= 0.95, "accuracy {}", r.accuracy),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The demo detector that ships in assets/ still loads with this code and still finds the shapes: a change to the
+/// model, the vocabulary or the decoding that silently breaks it (the app's first screen) fails here. Measured when
+/// it was trained: test mAP@0.5 0.614 (assets/README.md has the command).
+#[test]
+fn shipped_demo_detector_still_detects_the_demo_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = write_demo(&dir.path().join("data"), &DemoOptions::default()).unwrap();
+    let p = Predictor::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo-detect")).unwrap();
+    match evaluate(&p, &project, Split::Test, &PredictOptions::default()).unwrap() {
+        EvalReport::Detection(r) => assert!(r.map50 >= 0.55, "shipped demo detector: test mAP@0.5 {}", r.map50),
         other => panic!("{other:?}"),
     }
 }
