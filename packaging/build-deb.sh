@@ -16,6 +16,8 @@ if [ "${1:-}" = "--install-and-smoke" ]; then
   /usr/bin/tessera --version
   test -f /usr/share/applications/tessera.desktop
   test -f /usr/share/icons/hicolor/256x256/apps/tessera.png
+  test -f /usr/share/tessera/assets/demo-detect/checkpoint.json
+  test -f /usr/share/tessera/assets/demo-detect/weights.safetensors
   command -v desktop-file-validate >/dev/null && desktop-file-validate /usr/share/applications/tessera.desktop || true
   # Start the installed app once under a virtual display and check it stays up (no crash on start).
   export HOME=$(mktemp -d)

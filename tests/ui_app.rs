@@ -640,6 +640,44 @@ fn pretrain_then_finetune_is_one_run_with_both_curves() {
     assert!(h.state().state.predictor.is_some());
 }
 
+/// Look inside, generative half: with a pretrained checkpoint loaded, the app computes the model's reconstruction of
+/// an image (half its patches given, the rest imagined) and turns it into a texture for the view.
+#[test]
+fn look_inside_shows_a_pretrained_models_reconstruction() {
+    let env = env();
+    let dir = env.root.join("demo");
+    let opts = tessera::data::demo::DemoOptions { count: 40, ..Default::default() };
+    let project = tessera::data::demo::write_demo(&dir, &opts).unwrap();
+    let ckpt = env.root.join("pre.ckpt");
+    let config = tessera::train::TrainConfig {
+        objective: tessera::train::Objective::Pretrain,
+        steps: Some(5),
+        out: ckpt.clone(),
+        ..Default::default()
+    };
+    let handle = tessera::train::start_training(project.clone(), config);
+    loop {
+        match handle.events.recv_timeout(std::time::Duration::from_secs(300)).expect("worker went silent") {
+            tessera::train::Event::Finished { .. } => break,
+            tessera::train::Event::Error { message } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::LoadCheckpoint(ckpt));
+    run_until(&mut h, "the pretrained model to load", 60, |a| a.state.predictor.is_some() && a.state.loading_checkpoint.is_none());
+    apply(&mut h, Message::ShowView(View::Inside));
+    let keep = 32;
+    apply(&mut h, Message::ComputeReconstruction { key: "first".into(), source: project.source_of(0), keep });
+    run_until(&mut h, "the reconstruction", 60, |a| {
+        a.state.reconstructions.get(&("first".to_string(), keep)).is_some_and(|r| !matches!(r, Err(e) if e.starts_with("computing")))
+    });
+    let result = &h.state().state.reconstructions[&("first".to_string(), keep)];
+    let tex = result.as_ref().expect("reconstruction succeeds").as_ref().expect("a pretrained model reconstructs");
+    assert_eq!(tex.size(), [64, 64], "the model's input size");
+}
+
 /// A picture of the help overlay on an empty app (no paths, no data, nothing that changes between runs), to
 /// catch layout regressions. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test --release --test ui_app`.
 #[test]

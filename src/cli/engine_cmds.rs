@@ -207,12 +207,12 @@ fn drive(project: Project, config: TrainConfig, json_out: bool) -> anyhow::Resul
                 summary["images_per_sec"] = json!(ips);
             }
             Event::Eval(e) => {
+                // Pretraining's metric is its val loss: print it once.
+                let metric = if e.metric_name == "val_loss" { String::new() } else { format!("val {} {:.4}  ", e.metric_name, e.metric) };
                 say(&bar, format!(
-                    "step {:>6}  epoch {:>6.2}  val {} {:.4}  {}",
+                    "step {:>6}  epoch {:>6.2}  {metric}{}",
                     e.step,
                     e.epoch,
-                    e.metric_name,
-                    e.metric,
                     e.val_losses.iter().map(|(n, l)| format!("val_loss[{n}] {l:.4}")).collect::<Vec<_>>().join(" ")
                 ));
                 last_eval = json!({"step": e.step, e.metric_name.clone(): e.metric, "val_losses": e.val_losses});

@@ -69,6 +69,8 @@ pub fn shipped_checkpoint() -> Option<PathBuf> {
     if let Ok(exe) = std::env::current_exe() {
         for anc in exe.ancestors().skip(1).take(4) {
             roots.push(anc.join("assets"));
+            // A macOS bundle keeps resources in Tessera.app/Contents/Resources.
+            roots.push(anc.join("Resources").join("assets"));
         }
     }
     roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets"));
