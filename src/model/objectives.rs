@@ -193,9 +193,14 @@ pub fn detect_loss(model: &Transformer, patches: &Tensor, input: &Tensor, target
     let n = patches.dim(1)?;
     let l = input.dim(1)?;
     let mask = prefix_len(n + l, n, patches.device())?;
-    let x = Tensor::cat(&[model.embed(Some(patches), None, 0)?, embed_detect_tokens(model, &input.to_vec2::<u32>()?, 0)?], 1)?;
+    let x = embed_detect_sequence(model, patches, &input.to_vec2::<u32>()?)?;
     let h = model.forward_embedded(&x, Some(mask), None, None)?;
     detect_sequence_loss(model, &h, n, target, weight)
+}
+
+/// Embeds a whole detection sequence: the image patches, then the output tokens `rows` from position 0.
+pub fn embed_detect_sequence(model: &Transformer, patches: &Tensor, rows: &[Vec<u32>]) -> Result<Tensor> {
+    Tensor::cat(&[model.embed(Some(patches), None, 0)?, embed_detect_tokens(model, rows, 0)?], 1)
 }
 
 /// Embeds detection tokens `rows` (`[B, L]`, the first at output position `offset`; the whole sequence so far from
@@ -390,7 +395,7 @@ pub fn detect_decode(model: &Transformer, patches: &Tensor, opts: &DecodeOptions
         if opts.no_cache {
             let l = all_tokens[0].len();
             let mask = prefix_len(n + l, n, dev)?;
-            let x = Tensor::cat(&[model.embed(Some(patches), None, 0)?, embed_detect_tokens(model, &all_tokens, 0)?], 1)?;
+            let x = embed_detect_sequence(model, patches, &all_tokens)?;
             let h = model.forward_embedded(&x, Some(mask), None, None)?;
             last = h.i((.., n + l - 1, ..))?;
         } else {

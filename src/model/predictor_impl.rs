@@ -156,10 +156,7 @@ impl PredictorImpl {
         };
         let l = tokens.len();
         let x = match self.task {
-            Objective::Detect => Tensor::cat(
-                &[self.model.embed(Some(&patches), None, 0)?, objectives::embed_detect_tokens(&self.model, &[tokens], 0)?],
-                1,
-            )?,
+            Objective::Detect => objectives::embed_detect_sequence(&self.model, &patches, &[tokens])?,
             _ => self.model.embed(Some(&patches), Some(&Tensor::from_vec(tokens, (1, l), &self.device)?), 0)?,
         };
         let mask = prefix_len(n + l, n, &self.device)?;
