@@ -84,8 +84,10 @@ fn need_of(o: Objective) -> Need {
     }
 }
 
-/// Default input size for a fresh model: the data's typical side, at least 32 (tiny images are upscaled so there
-/// are enough patches) and at most the preset's size.
+/// Default input size for a fresh model: the data's typical side, at most the preset's size. Very small images
+/// (under 24 px, e.g. 8×8 digits) are upscaled to 32 so there are enough patches; from 24 px on the native size is
+/// kept (`ModelConfig::with_image_size` picks a patch size with ≥ 36 patches), which avoids blurring and is faster:
+/// Fashion-MNIST at its native 28 px has 49 patches instead of 64 at 32 px.
 pub fn auto_image_size(project: &Project, preset: &ModelConfig) -> usize {
     let mut sides: Vec<u32> = project.images.iter().map(|e| e.width.max(e.height)).filter(|&s| s > 0).collect();
     if sides.is_empty() {
@@ -93,14 +95,21 @@ pub fn auto_image_size(project: &Project, preset: &ModelConfig) -> usize {
     }
     sides.sort_unstable();
     let median = sides[sides.len() / 2] as usize;
-    median.clamp(32, preset.image_size)
+    if median < 24 { 32.min(preset.image_size) } else { median.min(preset.image_size) }
 }
 
+/// Below this many training images, classification shifts its inputs by default. On larger sets a short run
+/// learns faster without it: Fashion-MNIST (54 000 training images), tiny, 12 minutes, hflip on: 0.866 test accuracy
+/// without shifts, 0.823 with ±8 % shifts.
+pub const CLASSIFY_SHIFT_BELOW: usize = 5000;
+
 /// Augmentation defaults per objective. Detection and pretraining use flips and 90° rotations (boxes stay boxes,
-/// objects keep their class); classification only shifts (digits and letters change meaning when flipped).
-pub fn default_augment(objective: Objective) -> Augment {
+/// objects keep their class); classification never flips (digits and letters change meaning when flipped) and
+/// shifts only small training sets (`CLASSIFY_SHIFT_BELOW`).
+pub fn default_augment(objective: Objective, train_images: usize) -> Augment {
     match objective {
-        Objective::Classify => Augment { hflip: false, dihedral: false, translate: 0.08 },
+        Objective::Classify if train_images < CLASSIFY_SHIFT_BELOW => Augment { hflip: false, dihedral: false, translate: 0.08 },
+        Objective::Classify => Augment::none(),
         Objective::Detect => Augment { hflip: true, dihedral: true, translate: 0.1 },
         Objective::Pretrain => Augment { hflip: true, dihedral: true, translate: 0.0 },
     }
@@ -458,7 +467,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     }
     let count_limited = by_steps.is_some() || by_epochs.is_some();
     let eval_every = if config.eval_every > 0 { config.eval_every } else { steps_per_epoch.max(total_steps / 10).max(1) };
-    let aug = config.augment.unwrap_or_else(|| default_augment(objective));
+    let aug = config.augment.unwrap_or_else(|| default_augment(objective, train.len()));
     let noise = true;
     let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let _ = events.send(Event::Started { total_steps, device: device_name(&device), parameters: params });
@@ -612,4 +621,45 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     run.save(&vars, &opt, ema.as_ref(), &state, &events)?;
     let _ = events.send(Event::Finished { checkpoint: config.out.clone(), reason });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::project::{ImageEntry, ImageSource, Task};
+
+    fn project_of_side(side: u32) -> Project {
+        let mut p = Project::new("p", Task::Classify, "/nonexistent");
+        p.images = (0..3)
+            .map(|i| ImageEntry {
+                source: ImageSource::File(format!("{i}.png").into()),
+                width: side,
+                height: side,
+                split: Split::Train,
+                class: None,
+                boxes: vec![],
+                labeled: false,
+            })
+            .collect();
+        p
+    }
+
+    #[test]
+    fn small_images_keep_their_size_and_tiny_ones_are_upscaled() {
+        let tiny = ModelConfig::preset("tiny").unwrap();
+        assert_eq!(auto_image_size(&project_of_side(8), &tiny), 32, "8×8 digits");
+        assert_eq!(auto_image_size(&project_of_side(28), &tiny), 28, "Fashion-MNIST");
+        assert_eq!(auto_image_size(&project_of_side(32), &tiny), 32, "CIFAR");
+        assert_eq!(auto_image_size(&project_of_side(640), &tiny), tiny.image_size, "large photos");
+        let c = tiny.with_image_size(28);
+        assert_eq!((c.image_size, c.patch_size, c.n_patches()), (28, 4, 49));
+    }
+
+    #[test]
+    fn classification_shifts_only_small_training_sets_and_never_flips() {
+        let small = default_augment(Objective::Classify, 1000);
+        assert!(small.translate > 0.0 && !small.hflip && !small.dihedral);
+        assert_eq!(default_augment(Objective::Classify, 54_000), Augment::none());
+        assert!(default_augment(Objective::Detect, 54_000).dihedral);
+    }
 }
