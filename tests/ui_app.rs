@@ -359,6 +359,36 @@ fn training_errors_are_shown_and_the_app_keeps_running() {
 }
 
 #[test]
+fn train_view_warns_about_a_rare_class_and_stops_warning_once_it_is_labelled() {
+    let env = env();
+    let dir = env.root.join("rare");
+    let mut p = tiny_project(&dir, Task::Classify, 24);
+    for (i, im) in p.images.iter_mut().enumerate() {
+        im.class = Some(if i < 2 { 2 } else { i % 2 });
+        im.split = match i % 8 { 6 => Split::Val, 7 => Split::Test, _ => Split::Train };
+    }
+    p.save().unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Train));
+    h.step();
+    assert!(h.query_by_label_contains("Data check").is_some(), "the warning card is shown");
+    assert!(h.query_by_label_contains("'blue' has only 2 training images").is_some());
+    // Labelling more blue images (through the app, as the Label view does) clears the warning.
+    let mut fixed = h.state().state.project.clone().unwrap();
+    for im in fixed.images.iter_mut().filter(|e| e.split == Split::Train) {
+        im.class = Some(2);
+    }
+    fixed.save().unwrap();
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Train));
+    h.step();
+    assert!(h.query_by_label_contains("'blue' has only").is_none(), "blue now has enough images");
+    assert!(h.query_by_label_contains("'green' has no training images").is_some(), "green lost all of its training images");
+    assert!(h.query_by_label_contains("'red' has no training images").is_some());
+}
+
+#[test]
 fn help_overlay_toggles_with_f1() {
     let env = env();
     let mut h = harness(&env);

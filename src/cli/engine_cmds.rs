@@ -258,6 +258,9 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--labels-per-class {n}"))?;
         eprintln!("{}", report.summary());
     }
+    for w in crate::data::readiness::check(&project, task) {
+        eprintln!("warning: {w}");
+    }
     let config = train_config(task.into(), &a.run, a.init.clone(), a.resume.clone())?;
     drive(project, config, a.run.json)
 }

@@ -8,6 +8,7 @@ pub mod import;
 pub mod demo;
 pub mod loader;
 pub mod project;
+pub mod readiness;
 pub mod subset;
 
 pub use project::{BBox, ClassInfo, ImageEntry, ImageSource, Project, Split, Task};

@@ -16,6 +16,8 @@ use super::theme;
 pub struct TrainPanel {
     pub charts: ChartOptions,
     dialog: Option<PendingDialog>,
+    /// `data::readiness` warnings for the project at this revision (recomputed only when the project changes).
+    data_check: Option<(u64, Task, Vec<String>)>,
 }
 
 const PRESETS: [(&str, &str); 3] = [("tiny", "Tiny: fastest, fine on a CPU"), ("small", "Small: better, wants a few minutes"), ("base", "Base: best, wants a GPU")];
@@ -34,6 +36,9 @@ impl TrainPanel {
             theme::empty_state(ui, "⟳", "No project open", "Open a project to train a model on it.");
             return;
         };
+        if self.data_check.as_ref().map(|(rev, task, _)| (*rev, *task)) != Some((state.revision, project.task)) {
+            self.data_check = Some((state.revision, project.task, crate::data::readiness::check(project, project.task)));
+        }
         egui::Panel::left("train_settings").resizable(false).exact_size(320.0).show(ui, |ui| {
             egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
                 self.settings_ui(ui, state, project.task, out);
@@ -140,9 +145,26 @@ impl TrainPanel {
         }
     }
 
+    /// Advice about the data before (and during) a run: rare or missing classes, imbalance, missing splits.
+    fn data_check_ui(&self, ui: &mut egui::Ui) {
+        let Some((_, _, warnings)) = &self.data_check else { return };
+        if warnings.is_empty() {
+            return;
+        }
+        theme::card(ui).show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            ui.label(RichText::new(format!("⚠ Data check ({})", warnings.len())).strong().color(theme::WARN));
+            for w in warnings {
+                ui.label(RichText::new(format!("• {w}")).small());
+            }
+        });
+        ui.add_space(6.0);
+    }
+
     fn run_ui(&mut self, ui: &mut egui::Ui, state: &AppState, out: &mut Vec<Message>) {
         let active = state.runs.iter().rposition(|r| r.status.is_active());
         let shown = active.or_else(|| state.runs.len().checked_sub(1));
+        self.data_check_ui(ui);
         // Controls and progress.
         theme::card(ui).show(ui, |ui| {
             ui.set_width(ui.available_width());
