@@ -275,21 +275,23 @@ impl Project {
 
     /// Per-class counts: boxes for detection, images for classification.
     pub fn class_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.classes.len()];
-        for im in &self.images {
-            match self.task {
+        self.class_counts_for(self.task, None)
+    }
+
+    /// Per-class counts for `task` (boxes for detection, labelled images for classification), in one split or all.
+    pub fn class_counts_for(&self, task: Task, split: Option<Split>) -> Vec<usize> {
+        let n_classes = self.classes.len();
+        let mut counts = vec![0; n_classes];
+        for im in self.images.iter().filter(|e| split.is_none_or(|s| e.split == s)) {
+            match task {
                 Task::Classify => {
-                    if let Some(c) = im.class {
-                        if c < counts.len() {
-                            counts[c] += 1;
-                        }
+                    if let Some(c) = im.class.filter(|&c| c < n_classes) {
+                        counts[c] += 1;
                     }
                 }
                 Task::Detect => {
-                    for b in &im.boxes {
-                        if b.class < counts.len() {
-                            counts[b.class] += 1;
-                        }
+                    for b in im.boxes.iter().filter(|b| b.class < n_classes) {
+                        counts[b.class] += 1;
                     }
                 }
             }

@@ -18,23 +18,7 @@ fn min_per_class(task: Task) -> usize {
 
 /// Training examples per class in the train split: labelled images (classification) or boxes (detection).
 pub fn train_counts(project: &Project, task: Task) -> Vec<usize> {
-    let n_classes = project.classes.len();
-    let mut counts = vec![0; n_classes];
-    for im in project.images.iter().filter(|e| e.split == Split::Train) {
-        match task {
-            Task::Classify => {
-                if let Some(c) = im.class.filter(|&c| c < n_classes) {
-                    counts[c] += 1;
-                }
-            }
-            Task::Detect => {
-                for b in im.boxes.iter().filter(|b| b.class < n_classes) {
-                    counts[b.class] += 1;
-                }
-            }
-        }
-    }
-    counts
+    project.class_counts_for(task, Some(Split::Train))
 }
 
 /// Human-readable warnings about `project`'s data for training `task`; empty when it looks fine.
