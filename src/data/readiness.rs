@@ -5,26 +5,23 @@
 
 use super::project::{Project, Split, Task};
 
-/// Fewer training examples of a class than this (images for classification, boxes for detection) gets a warning.
-pub const MIN_PER_CLASS: [(Task, usize); 2] = [(Task::Classify, 10), (Task::Detect, 15)];
 /// The most common class having this many times the examples of the rarest gets a warning.
 pub const IMBALANCE_RATIO: f32 = 10.0;
 /// At most this many per-class warnings are listed; the rest are summarised in one line.
 const MAX_CLASS_WARNINGS: usize = 5;
 
-fn min_per_class(task: Task) -> usize {
-    MIN_PER_CLASS.iter().find(|(t, _)| *t == task).map(|(_, n)| *n).unwrap_or(10)
-}
-
-/// Training examples per class in the train split: labelled images (classification) or boxes (detection).
-pub fn train_counts(project: &Project, task: Task) -> Vec<usize> {
-    project.class_counts_for(task, Some(Split::Train))
+/// Fewer training examples of a class than this (images for classification, boxes for detection) gets a warning.
+pub fn min_per_class(task: Task) -> usize {
+    match task {
+        Task::Classify => 10,
+        Task::Detect => 15,
+    }
 }
 
 /// Human-readable warnings about `project`'s data for training `task`; empty when it looks fine.
 pub fn check(project: &Project, task: Task) -> Vec<String> {
     let mut warnings = vec![];
-    let counts = train_counts(project, task);
+    let counts = project.class_counts_for(task, Some(Split::Train));
     if project.classes.is_empty() || counts.iter().all(|&n| n == 0) {
         // Training refuses to start with its own error; nothing more to say here.
         return warnings;
