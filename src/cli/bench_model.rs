@@ -60,6 +60,9 @@ pub struct ModelBenchArgs {
     /// Skip measuring the machine's matmul peak.
     #[arg(long)]
     pub skip_peak: bool,
+    /// Run on the CUDA GPU (needs a build with `--features cuda` and a GPU); the CPU otherwise.
+    #[arg(long)]
+    pub gpu: bool,
     /// Write initial weights, a fixed batch and Tessera's losses on it to this folder (for the PyTorch reference's
     /// equality check), then exit.
     #[arg(long)]
@@ -77,6 +80,7 @@ impl Default for ModelBenchArgs {
             budget_s: 10.0,
             skip_no_cache: false,
             skip_peak: false,
+            gpu: false,
             dump: None,
         }
     }
@@ -224,6 +228,8 @@ fn train_step(
     let forward = ms(t);
     let t = Instant::now();
     let store = l.backward()?;
+    // GPU work is asynchronous: wait for it so each phase is timed where it runs.
+    l.device().synchronize()?;
     let backward = ms(t);
     let t = Instant::now();
     let grads = collect_grads(&store, vars);
@@ -232,6 +238,7 @@ fn train_step(
     let clip = ms(t);
     let t = Instant::now();
     opt.step(&grads, LR, scale)?;
+    l.device().synchronize()?;
     let optimizer = ms(t);
     Ok((value, StepTimes { forward, backward, clip, optimizer }))
 }
@@ -242,12 +249,23 @@ fn trainable_model(cfg: &ModelConfig, seed: u64, dev: &Device) -> anyhow::Result
     Ok((model, p.vars))
 }
 
+/// The device the measurements run on: `--gpu` asks for CUDA and fails clearly when it is not there.
+fn bench_device(a: &ModelBenchArgs) -> anyhow::Result<Device> {
+    if !a.gpu {
+        return Ok(Device::Cpu);
+    }
+    match crate::train::run::pick_device(true) {
+        Device::Cpu => anyhow::bail!("--gpu: no CUDA device (this build {} the `cuda` feature)", if cfg!(feature = "cuda") { "has" } else { "lacks" }),
+        d => Ok(d),
+    }
+}
+
 /// `tessera bench train`: one JSON object per preset.
 pub fn train(a: &ModelBenchArgs) -> anyhow::Result<Value> {
     if let Some(dir) = &a.dump {
         return dump(a, dir);
     }
-    let dev = Device::Cpu;
+    let dev = bench_device(a)?;
     let mut out = vec![];
     for preset in presets(a) {
         let cfg = bench_config(&preset, a.image_size)?;
@@ -346,7 +364,7 @@ fn time_calls(mut f: impl FnMut() -> anyhow::Result<()>, budget_s: f64, min_reps
 
 /// `tessera bench infer`: one JSON object per preset.
 pub fn infer(a: &ModelBenchArgs) -> anyhow::Result<Value> {
-    let dev = Device::Cpu;
+    let dev = bench_device(a)?;
     let mut out = vec![];
     for preset in presets(a) {
         let cfg = bench_config(&preset, a.image_size)?;
@@ -417,7 +435,7 @@ pub fn matmul_peak_gflops(dev: &Device) -> anyhow::Result<f64> {
     Ok(2.0 * (n as f64).powi(3) / best / 1e9)
 }
 
-fn machine() -> Value {
+fn machine(a: &ModelBenchArgs) -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()));
@@ -425,16 +443,22 @@ fn machine() -> Value {
         "cpu": cpu,
         "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "threads": candle_core::utils::get_num_threads(),
+        "device": match bench_device(a) { Ok(d) => crate::train::run::device_name(&d), Err(e) => e.to_string() },
         "framework": format!("tessera {} (candle 0.11, gemm)", env!("CARGO_PKG_VERSION")),
     })
 }
 
 fn wrap(presets: Vec<Value>, a: &ModelBenchArgs) -> Value {
-    let mut v = json!({ "machine": machine(), "presets": presets });
+    let mut v = json!({ "machine": machine(a), "presets": presets });
     if !a.skip_peak {
-        if let Ok(p) = matmul_peak_gflops(&Device::Cpu) {
+        let dev = bench_device(a).unwrap_or(Device::Cpu);
+        if let Ok(p) = matmul_peak_gflops(&dev) {
             v["matmul_peak_gflops"] = json!(p);
-            v["matmul_peak_what"] = json!("best of 4 candle f32 matmuls 2048x2048x2048 on the same threads");
+            v["matmul_peak_what"] = json!(if dev.is_cpu() {
+                "best of 4 candle f32 matmuls 2048x2048x2048 on the same threads"
+            } else {
+                "best of 4 candle f32 matmuls 2048x2048x2048 on the GPU"
+            });
         }
     }
     v
@@ -443,7 +467,7 @@ fn wrap(presets: Vec<Value>, a: &ModelBenchArgs) -> Value {
 /// Human-readable lines for the `train`/`infer` JSON.
 pub fn print_human(v: &Value) {
     let m = &v["machine"];
-    println!("machine: {} ({} threads)", m["cpu"].as_str().unwrap_or("?"), m["threads"]);
+    println!("machine: {} ({} threads), running on {}", m["cpu"].as_str().unwrap_or("?"), m["threads"], m["device"].as_str().unwrap_or("?"));
     for p in v["presets"].as_array().into_iter().flatten() {
         println!("{} {} ({} px, patch {}):", p["group"].as_str().unwrap_or(""), p["preset"].as_str().unwrap_or(""), p["image_size"], p["patch_size"]);
         for r in p["results"].as_array().into_iter().flatten() {
