@@ -3,6 +3,24 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in the `mi_option_e` of mimalloc v3 (libmimalloc-sys's default; its bindings do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// Its documented default (ms); checked before the option is changed, so a renumbered enum changes nothing.
+const MI_PURGE_DELAY_DEFAULT: std::os::raw::c_long = 1000;
+
+/// Keeps freed memory mapped instead of returning it to the OS after a second. A training step frees and re-allocates
+/// the same large activation buffers every few milliseconds; returned pages come back as fresh zeroed (huge) pages
+/// through page faults — 18 % of a small-preset training step in `perf` before this, 8× fewer page faults after.
+fn keep_freed_memory() {
+    // SAFETY: plain option getters/setters of the allocator, called before any other thread exists.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == MI_PURGE_DELAY_DEFAULT {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        }
+    }
+}
+
 fn main() {
+    keep_freed_memory();
     std::process::exit(tessera::cli::main());
 }
