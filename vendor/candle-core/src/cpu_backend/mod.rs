@@ -1478,7 +1478,10 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        // Tessera's patch: gemm is called with read_dst = false and writes every element, so the destination is
+        // not zero-filled first (k = 0 keeps upstream's zeros); its length is set once gemm has written it.
+        let dst_len = b * m * n;
+        let mut dst: Vec<T> = if k == 0 { vec![T::zero(); dst_len] } else { Vec::with_capacity(dst_len) };
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
@@ -1502,13 +1505,13 @@ impl Map2 for MatMul {
         for step in 0..b {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
-            let dst_p = &mut dst[step * c_skip..];
+            assert!(step * c_skip + m * n <= dst_len);
             unsafe {
                 gemm(
                     /* m: usize = */ m,
                     /* n: usize = */ n,
                     /* k: usize = */ k,
-                    /* dst: *mut T = */ dst_p.as_mut_ptr(),
+                    /* dst: *mut T = */ dst.as_mut_ptr().add(step * c_skip),
                     /* dst_cs: isize = */ dst_cs as isize,
                     /* dst_rs: isize = */ dst_rs as isize,
                     /* read_dst: bool = */ false,
@@ -1527,6 +1530,8 @@ impl Map2 for MatMul {
                 )
             }
         }
+        // SAFETY: the b gemm calls above wrote all b * m * n elements (k > 0), or the vector was zero-filled.
+        unsafe { dst.set_len(dst_len) };
         Ok(dst)
     }
 
