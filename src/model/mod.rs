@@ -4,6 +4,7 @@ pub mod predictor_impl;
 
 pub use predictor::{Detection, PredictOptions, Prediction, Predictor};
 pub mod config;
+pub mod fused_attention;
 pub mod ops;
 pub mod params;
 pub mod transformer;

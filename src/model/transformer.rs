@@ -6,6 +6,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 
 use super::config::{ModelConfig, Positions};
+use super::fused_attention;
 use super::ops::{gelu, masked_softmax, rms_norm};
 use super::params::{Init, ParamStore};
 
@@ -110,7 +111,12 @@ impl Attention {
         record: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
-        let qkv = self.qkv.forward(x)?.reshape((b, t, 3, self.n_heads, self.head_dim))?.permute((2, 0, 3, 1, 4))?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let qkv = self.qkv.forward(x)?;
+        if cache.is_none() && record.is_none() && fused_attention::supported(&qkv) {
+            return self.proj.forward(&fused_attention::fused_attention(&qkv, self.n_heads, scale, mask)?);
+        }
+        let qkv = qkv.reshape((b, t, 3, self.n_heads, self.head_dim))?.permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
@@ -122,7 +128,6 @@ impl Attention {
             }
             None => (k, v),
         };
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
         let q_offset = cache.map_or(0, |c| c.2);
         let probs = masked_softmax(&q.matmul(&k.t()?)?, scale, mask, q_offset)?;
         if let Some(r) = record {
