@@ -52,13 +52,11 @@ impl CustomOp1 for MaskedSoftmax {
                     None => cols,
                     Some(p) => (self.q_offset + row % rows_per_matrix + 1).max(p).min(cols),
                 };
-                let max = s[..visible].iter().copied().fold(f32::NEG_INFINITY, f32::max) * self.scale;
-                let mut sum = 0f32;
+                let max = lane_max(&s[..visible]) * self.scale;
                 for (o, &x) in o[..visible].iter_mut().zip(&s[..visible]) {
-                    *o = (x * self.scale - max).exp();
-                    sum += *o;
+                    *o = fast_exp(x * self.scale - max);
                 }
-                let inv = 1.0 / sum;
+                let inv = 1.0 / lane_sum(&o[..visible]);
                 o[..visible].iter_mut().for_each(|o| *o *= inv);
             }
         });
@@ -217,6 +215,58 @@ pub fn fast_tanh(x: f32) -> f32 {
     p / q
 }
 
+/// Sum of `xs` in 8 independent lanes (a plain `f32` sum loop cannot be vectorised: float addition is not
+/// associative).
+#[inline]
+pub fn lane_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+/// Maximum of `xs` in 8 lanes (see [`lane_sum`]); −∞ for an empty slice.
+#[inline]
+pub fn lane_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    acc.iter().chain(rest).copied().fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m })
+}
+
+/// exp(x) without a libm call, so softmax loops vectorise: x = n·ln 2 + r with |r| ≤ ln 2 / 2, exp(r) by Cephes'
+/// `expf` polynomial, 2ⁿ from the exponent bits. Relative error below 2e-7 (tested against `f32::exp`); inputs are
+/// clamped to [-87, 88] (exp(-87) ≈ 1.6e-38: softmax terms that small are 0 for all purposes).
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding and subtracting it rounds to the nearest integer
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // Cody–Waite: ln 2 in two parts keeps r exact.
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    // 2ⁿ: n + 127 lands in the low mantissa bits of ROUND + n + 127 (integer ops only: `n as i32` would saturate
+    // lane by lane and stop the loop from vectorising).
+    let biased = (n + (127.0 + ROUND)).to_bits().wrapping_sub(ROUND.to_bits());
+    e * f32::from_bits(biased << 23)
+}
+
 const GELU_C: f32 = 0.797_884_6; // sqrt(2/pi)
 
 impl CustomOp1 for GeluOp {
@@ -262,6 +312,28 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_exp_matches_exp() {
+        let mut worst = 0f32;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let (fast, exact) = (fast_exp(x), x.exp());
+            worst = worst.max(((fast - exact) / exact).abs());
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(fast_exp(0.0), 1.0);
+        assert!(fast_exp(-200.0) < 1e-37 && fast_exp(-200.0) >= 0.0);
+    }
+
+    #[test]
+    fn lane_reductions_match_plain_ones() {
+        for n in [0usize, 1, 7, 8, 9, 31, 100] {
+            let xs: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25).collect();
+            assert!((lane_sum(&xs) - xs.iter().sum::<f32>()).abs() < 1e-5);
+            assert_eq!(lane_max(&xs), xs.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        }
+    }
     use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 
-const DEFAULT_BARRIER_POOL_SPIN_LIMIT: u32 = 25_000;
+// Tessera's patch: 25_000 upstream. Idle workers spinning that long take the cores from the rayon threads that run
+// the matmuls right after each element-wise op (tiny-preset training step 11.5 → 13.6 steps/s on 2 cores).
+const DEFAULT_BARRIER_POOL_SPIN_LIMIT: u32 = 200;
 
 /// Per-worker control on its own 64-byte cache line to prevent false sharing.
 #[repr(C, align(64))]
