@@ -226,59 +226,6 @@ pub fn fused_attention(qkv: &Tensor, n_heads: usize, scale: f64, prefix: Option<
     qkv.contiguous()?.apply_op1(FusedAttention { n_heads, scale: scale as f32, prefix })
 }
 
-/// Attention while decoding with the KV cache (inference only, no gradient): queries `[B, H, T, D]` at sequence
-/// positions `q_offset..`, keys and values `[B, H, L, D]` (views of the cache, any stride between rows), the same
-/// prefix-causal mask; returns `[B, H, T, D]`. One parallel task per (batch, head) — the composed version ran B·H
-/// tiny matmuls one after the other, each split over all threads (small preset, batch 8: most of the decode time).
-pub fn cached_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, prefix: Option<usize>, q_offset: usize) -> Result<Tensor> {
-    let q = q.contiguous()?;
-    let (b, h, t, d) = q.dims4()?;
-    let l = k.dim(2)?;
-    let (q_storage, q_layout) = q.storage_and_layout();
-    let (k_storage, k_layout) = k.storage_and_layout();
-    let (v_storage, v_layout) = v.storage_and_layout();
-    let (candle_core::Storage::Cpu(CpuStorage::F32(qd)), candle_core::Storage::Cpu(CpuStorage::F32(kd)), candle_core::Storage::Cpu(CpuStorage::F32(vd))) =
-        (&*q_storage, &*k_storage, &*v_storage)
-    else {
-        candle_core::bail!("cached attention: f32 CPU tensors expected")
-    };
-    let (ks, vs) = (k_layout.stride(), v_layout.stride());
-    if ks[3] != 1 || vs[3] != 1 || k_layout.dims() != [b, h, l, d] || v_layout.dims() != [b, h, l, d] {
-        candle_core::bail!("cached attention: keys/values must be [B, H, L, D] with contiguous rows");
-    }
-    let q_base = q_layout.start_offset();
-    let (k_base, v_base) = (k_layout.start_offset(), v_layout.start_offset());
-    let scale = scale as f32;
-    let mut out = vec![0f32; b * h * t * d];
-    out.par_chunks_mut(t * d).zip(0..b * h).for_each_init(
-        || vec![0f32; t * l],
-        |scores, (y, task)| {
-            let (bi, hi) = (task / h, task % h);
-            let qv = View { ptr: qd[q_base + task * t * d..].as_ptr(), row_stride: d as isize, col_stride: 1 };
-            let kv = View { ptr: kd[k_base + bi * ks[0] + hi * ks[1]..].as_ptr(), row_stride: ks[2] as isize, col_stride: 1 };
-            let vv = View { ptr: vd[v_base + bi * vs[0] + hi * vs[1]..].as_ptr(), row_stride: vs[2] as isize, col_stride: 1 };
-            unsafe { matmul(t, l, d, scores.as_mut_ptr(), l as isize, qv, kv.t()) };
-            for (i, row) in scores.chunks_mut(l).enumerate() {
-                let visible = match prefix {
-                    None => l,
-                    Some(p) => (q_offset + i + 1).max(p).min(l),
-                };
-                let (seen, hidden) = row.split_at_mut(visible);
-                let max = lane_max(seen);
-                for x in seen.iter_mut() {
-                    *x = fast_exp((*x - max) * scale);
-                }
-                let inv = 1.0 / lane_sum(seen);
-                seen.iter_mut().for_each(|x| *x *= inv);
-                hidden.fill(0.0);
-            }
-            let p = View { ptr: scores.as_ptr(), row_stride: l as isize, col_stride: 1 };
-            unsafe { matmul(t, d, l, y.as_mut_ptr(), d as isize, p, vv) };
-        },
-    );
-    Tensor::from_vec(out, (b, h, t, d), q.device())
-}
-
 /// Whether [`fused_attention`] runs on this tensor. `TESSERA_ATTENTION=composed` turns it off (before/after
 /// measurements, e.g. `TESSERA_ATTENTION=composed tessera bench train`).
 pub fn supported(x: &Tensor) -> bool {
@@ -327,23 +274,6 @@ mod tests {
             let g_ref = (reference * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let (gf, gr) = (g_fused.get(qkv.as_tensor()).unwrap(), g_ref.get(qkv.as_tensor()).unwrap());
             assert!(max_diff(gf, gr) < 1e-4, "gradient, prefix {prefix:?}: {}", max_diff(gf, gr));
-        }
-    }
-
-    #[test]
-    fn cached_attention_matches_the_composed_one_on_cache_views() {
-        let dev = Device::Cpu;
-        let (b, h, d, cap) = (2, 3, 8, 20);
-        let kc = Tensor::randn(0f32, 1.0, (b, h, cap, d), &dev).unwrap();
-        let vc = Tensor::randn(0f32, 1.0, (b, h, cap, d), &dev).unwrap();
-        // Prefill (7 tokens, prefix 5) and one decoding step (token 12 of 13).
-        for (t, offset, prefix) in [(7, 0, Some(5)), (1, 12, None), (3, 4, Some(5))] {
-            let q = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev).unwrap();
-            let (k, v) = (kc.narrow(2, 0, offset + t).unwrap(), vc.narrow(2, 0, offset + t).unwrap());
-            let fused = cached_attention(&q, &k, &v, 0.3, prefix, offset).unwrap();
-            let probs = masked_softmax(&q.matmul(&k.t().unwrap()).unwrap(), 0.3, prefix, offset).unwrap();
-            let reference = probs.matmul(&v.contiguous().unwrap()).unwrap();
-            assert!(max_diff(&fused, &reference) < 1e-5, "t {t}, offset {offset}");
         }
     }
 

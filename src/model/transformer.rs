@@ -129,10 +129,6 @@ impl Attention {
             None => (k, v),
         };
         let q_offset = cache.map_or(0, |c| c.2);
-        if record.is_none() && fused_attention::supported(&q) {
-            let y = fused_attention::cached_attention(&q, &k, &v, scale, mask, q_offset)?;
-            return self.proj.forward(&y.transpose(1, 2)?.reshape((b, t, c))?);
-        }
         let probs = masked_softmax(&q.matmul(&k.t()?)?, scale, mask, q_offset)?;
         if let Some(r) = record {
             r.push(probs.clone());
