@@ -143,10 +143,12 @@ impl TesseraApp {
             self.last_frame_log = Instant::now();
             let (avg, max) = frame_stats(&self.state);
             eprintln!(
-                "frame-time view={:?} training={} avg_ms={avg:.2} p95_ms={:.2} max_ms={max:.2} frames={}",
+                "frame-time view={:?} training={} avg_ms={avg:.2} p50_ms={:.2} p95_ms={:.2} p99_ms={:.2} max_ms={max:.2} frames={}",
                 self.state.view,
                 self.state.is_training(),
-                frame_p95(&self.state),
+                frame_percentile(&self.state, 0.50),
+                frame_percentile(&self.state, 0.95),
+                frame_percentile(&self.state, 0.99),
                 self.state.frame_times.len()
             );
         }
@@ -320,7 +322,7 @@ impl TesseraApp {
                     let text = if self.state.frame_times.is_empty() {
                         "frame time: measuring…".to_string()
                     } else {
-                        format!("frame {avg:.1} ms (p95 {:.1}, max {max:.1})", frame_p95(&self.state))
+                        format!("frame {avg:.1} ms (p95 {:.1}, max {max:.1})", frame_percentile(&self.state, 0.95))
                     };
                     ui.label(RichText::new(text).small().color(weak))
                         .on_hover_text("Time spent building the UI per frame, over the last few seconds");
@@ -485,14 +487,14 @@ pub fn frame_stats(state: &AppState) -> (f32, f32) {
     (avg, max)
 }
 
-/// The 95th percentile frame time (ms) over the recorded frames.
-pub fn frame_p95(state: &AppState) -> f32 {
+/// The `q`-quantile (0..=1) of the recorded frame times (ms); 0 before the first frame.
+pub fn frame_percentile(state: &AppState, q: f32) -> f32 {
     let mut v: Vec<f32> = state.frame_times.iter().copied().collect();
     if v.is_empty() {
         return 0.0;
     }
     v.sort_by(f32::total_cmp);
-    v[((v.len() - 1) as f32 * 0.95).round() as usize]
+    v[((v.len() - 1) as f32 * q.clamp(0.0, 1.0)).round() as usize]
 }
 
 fn ago(t: Instant) -> String {
