@@ -70,17 +70,27 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         let known: Vec<&str> = GROUPS.iter().map(|g| g.0).chain(MODEL_GROUPS.iter().copied()).collect();
         anyhow::bail!("unknown benchmark '{what}' (expected one of: {}, all)", known.join(", "));
     };
+    // --json prints one document: a single group as before, several as one object keyed by group name.
+    let single = selected.len() == 1;
+    let mut all = serde_json::Map::new();
     for name in selected {
-        if let Some((_, group)) = GROUPS.iter().find(|g| g.0 == name) {
-            let v = group(&a)?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&json!({ name: v }))?);
-            } else {
-                print_text(name, &v);
+        let loader_group = GROUPS.iter().find(|g| g.0 == name);
+        let v = match loader_group {
+            Some((_, group)) => group(&a)?,
+            None => super::bench_model::measure(name, &a.model)?,
+        };
+        match (a.json, loader_group.is_some()) {
+            (true, true) if single => println!("{}", serde_json::to_string_pretty(&json!({ name: v }))?),
+            (true, false) if single => println!("{}", serde_json::to_string_pretty(&v)?),
+            (true, _) => {
+                all.insert(name.to_string(), v);
             }
-        } else {
-            super::bench_model::run(name, &a.model, a.json)?;
+            (false, true) => print_text(name, &v),
+            (false, false) => super::bench_model::print(&v),
         }
+    }
+    if a.json && !single {
+        println!("{}", serde_json::to_string_pretty(&Value::Object(all))?);
     }
     Ok(())
 }

@@ -330,7 +330,7 @@ pub fn train(a: &ModelBenchArgs) -> anyhow::Result<Value> {
                      loading is excluded (see `tessera bench loader`)",
         }));
     }
-    Ok(wrap(out, a))
+    Ok(wrap(out, a, &dev))
 }
 
 /// A frozen (inference) model; with `suppress_eos` the token head can never emit EOS, so detection decoding always
@@ -417,7 +417,7 @@ pub fn infer(a: &ModelBenchArgs) -> anyhow::Result<Value> {
                      the worst case",
         }));
     }
-    Ok(wrap(out, a))
+    Ok(wrap(out, a, &dev))
 }
 
 /// The machine's practical f32 matmul peak: best of a few 2048³ candle matmuls, GFLOP/s.
@@ -435,7 +435,7 @@ pub fn matmul_peak_gflops(dev: &Device) -> anyhow::Result<f64> {
     Ok(2.0 * (n as f64).powi(3) / best / 1e9)
 }
 
-fn machine(a: &ModelBenchArgs) -> Value {
+fn machine(dev: &Device) -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()));
@@ -443,16 +443,15 @@ fn machine(a: &ModelBenchArgs) -> Value {
         "cpu": cpu,
         "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "threads": candle_core::utils::get_num_threads(),
-        "device": match bench_device(a) { Ok(d) => crate::train::run::device_name(&d), Err(e) => e.to_string() },
+        "device": crate::train::run::device_name(dev),
         "framework": format!("tessera {} (candle 0.11, gemm)", env!("CARGO_PKG_VERSION")),
     })
 }
 
-fn wrap(presets: Vec<Value>, a: &ModelBenchArgs) -> Value {
-    let mut v = json!({ "machine": machine(a), "presets": presets });
+fn wrap(presets: Vec<Value>, a: &ModelBenchArgs, dev: &Device) -> Value {
+    let mut v = json!({ "machine": machine(dev), "presets": presets });
     if !a.skip_peak {
-        let dev = bench_device(a).unwrap_or(Device::Cpu);
-        if let Ok(p) = matmul_peak_gflops(&dev) {
+        if let Ok(p) = matmul_peak_gflops(dev) {
             v["matmul_peak_gflops"] = json!(p);
             v["matmul_peak_what"] = json!(if dev.is_cpu() {
                 "best of 4 candle f32 matmuls 2048x2048x2048 on the same threads"
@@ -558,18 +557,20 @@ fn dump(a: &ModelBenchArgs, dir: &Path) -> anyhow::Result<Value> {
 }
 
 /// Entry from `tessera bench train|infer`: runs the group and prints it (JSON or lines).
-pub fn run(what: &str, a: &ModelBenchArgs, as_json: bool) -> anyhow::Result<()> {
-    let v = match what {
-        "train" => train(a)?,
-        "infer" => infer(a)?,
+/// Runs `tessera bench train|infer` and returns its JSON.
+pub fn measure(what: &str, a: &ModelBenchArgs) -> anyhow::Result<Value> {
+    match what {
+        "train" => train(a),
+        "infer" => infer(a),
         other => anyhow::bail!("unknown model benchmark '{other}' (expected train or infer)"),
-    };
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if v["group"] == "dump" {
+    }
+}
+
+/// Prints the result of [`measure`] for people.
+pub fn print(v: &Value) {
+    if v["group"] == "dump" {
         println!("wrote {} (check with: python3 benches/reference/bench.py check {})", v["dir"], v["dir"]);
     } else {
-        print_human(&v);
+        print_human(v);
     }
-    Ok(())
 }

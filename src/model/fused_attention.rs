@@ -13,20 +13,7 @@
 //! The KV-cache decoder and the attention-map viewer (which needs the probabilities) use the composed path.
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::ops::{fast_exp, lane_max, lane_sum};
-
-/// Σ a·b in 8 lanes (vectorises, unlike a plain float sum).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let rest: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + rest
-}
+use super::ops::{fast_exp, lane_dot, lane_max, lane_sum};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
@@ -203,7 +190,7 @@ impl CustomOp1 for FusedAttention {
                 }
                 // dS = scale · P ⊙ (dP − Σⱼ dP ⊙ P) (the softmax backward; masked entries have P = 0).
                 for (p_row, dp_row) in probs.chunks(t).zip(dprobs.chunks_mut(t)) {
-                    let dot = dot(p_row, dp_row);
+                    let dot = lane_dot(p_row, dp_row);
                     for (dp, &p) in dp_row.iter_mut().zip(p_row) {
                         *dp = self.scale * p * (*dp - dot);
                     }

@@ -230,6 +230,20 @@ pub fn lane_sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
 }
 
+/// Σ a·b in 8 lanes (see [`lane_sum`]).
+#[inline]
+pub fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
 /// Maximum of `xs` in 8 lanes (see [`lane_sum`]); −∞ for an empty slice.
 #[inline]
 pub fn lane_max(xs: &[f32]) -> f32 {
