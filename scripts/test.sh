@@ -3,5 +3,6 @@
 # All tests run in the release profile: the training tests need optimised code, and one profile builds once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/system-deps.sh --test
+scripts/system-deps.sh --test --build
+export PATH="$HOME/.cargo/bin:$PATH"
 cargo test --release "$@"

@@ -44,7 +44,8 @@ def load_dump(dir):
     weights = M.read_safetensors(os.path.join(dir, "weights.safetensors"))
     d = dict(expected["config"])
     d["block_bias"] = "blocks.0.attn.qkv.bias" in weights
-    return expected, M.Config(d), {k: torch.from_numpy(v) for k, v in weights.items()}
+    # dense_head.* is Tessera's training-only auxiliary head for detection; the compared losses do not use it.
+    return expected, M.Config(d), {k: torch.from_numpy(v) for k, v in weights.items() if not k.startswith("dense_head.")}
 
 
 def build_model(args):

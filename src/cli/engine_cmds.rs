@@ -34,9 +34,13 @@ pub struct RunArgs {
     pub seed: u64,
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Peak learning rate.
+    /// Peak learning rate (default: 2e-3 for detection, 1e-3 otherwise).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Detection: weight of the dense auxiliary loss on the image patches (each patch learns its object's class
+    /// and box; the output is still tokens). 0 = plain Pix2Seq.
+    #[arg(long, default_value_t = crate::train::worker::DEFAULT_DENSE_AUX)]
+    pub dense_aux: f64,
     /// Square model input size in pixels (default: from the data and the preset).
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -135,7 +139,6 @@ fn parse_augment(s: &str) -> anyhow::Result<Option<Augment>> {
 
 fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume: Option<PathBuf>) -> anyhow::Result<TrainConfig> {
     let d = TrainConfig::default();
-    let default_lr = 1e-3;
     Ok(TrainConfig {
         objective,
         preset: a.preset.clone(),
@@ -144,7 +147,8 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
         epochs: a.epochs,
         minutes: a.minutes,
         batch_size: a.batch_size.unwrap_or(d.batch_size),
-        lr: a.lr.unwrap_or(default_lr),
+        lr: a.lr.unwrap_or(TrainConfig::default_lr(objective)),
+        dense_aux: a.dense_aux,
         grad_accum: a.grad_accum,
         ema: a.ema,
         early_stop_patience: a.patience,

@@ -203,6 +203,10 @@ pub struct Transformer {
     norm: RmsNorm,
     pub pixel_head: Linear,
     pub token_head: Linear,
+    /// Training-only dense head on the image prefix (detection's auxiliary loss): per patch, the distances from its
+    /// centre to the four sides of the object covering it, then background and class logits. See
+    /// [`super::objectives::dense_aux_loss`].
+    pub dense_head: Linear,
 }
 
 impl Transformer {
@@ -243,6 +247,8 @@ impl Transformer {
             norm: RmsNorm::new(p, "norm", cfg.dim, cfg.norm_eps)?,
             pixel_head: Linear::new(p, "pixel_head", cfg.dim, cfg.patch_dim(), INIT_STD, true)?,
             token_head: Linear::new(p, "token_head", cfg.dim, vocab, INIT_STD, true)?,
+            // Created last so that adding it left every other parameter's seeded init unchanged.
+            dense_head: Linear::new(p, "dense_head", cfg.dim, super::objectives::DENSE_BOX_OUTPUTS + 1 + cfg.n_classes, INIT_STD, true)?,
         })
     }
 

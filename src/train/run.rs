@@ -123,7 +123,8 @@ fn mix(seed: u64, k: u64) -> u64 {
 }
 
 /// Loss of one batch for `objective`.
-fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Objective, noise: bool, random_order: f64, rng: &mut StdRng) -> anyhow::Result<Tensor> {
+/// `dense_aux`: weight of detection's dense auxiliary loss (0 = off).
+fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Objective, noise: bool, random_order: f64, dense_aux: f64, rng: &mut StdRng) -> anyhow::Result<Tensor> {
     let cfg = &model.cfg;
     let patches = patchify(&batch.images, cfg.patch_size)?;
     let dev = patches.device();
@@ -148,7 +149,7 @@ fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Object
             let input = objectives::rows_u32(&seqs.iter().map(|s| s.input.clone()).collect::<Vec<_>>(), dev)?;
             let target = objectives::rows_u32(&seqs.iter().map(|s| s.target.clone()).collect::<Vec<_>>(), dev)?;
             let weight = objectives::rows_f32(&seqs.iter().map(|s| s.weight.clone()).collect::<Vec<_>>(), dev)?;
-            objectives::detect_loss(model, &patches, &input, &target, &weight)?
+            objectives::detect_loss_with_dense(model, &patches, &input, &target, &weight, Some((&batch.objects, dense_aux)))?
         }
     })
 }
@@ -231,7 +232,7 @@ fn evaluate(
     let mut rng = StdRng::seed_from_u64(seed);
     for chunk in all.chunks(64) {
         let batch = make_batch(val, chunk, &Augment::none(), 0, device)?;
-        let loss = batch_loss(model, &batch, objective, noise, 1.0, &mut rng)?.to_scalar::<f32>()?;
+        let loss = batch_loss(model, &batch, objective, noise, 1.0, 0.0, &mut rng)?.to_scalar::<f32>()?;
         loss_sum += loss;
         batches += 1;
         let patches = patchify(&batch.images, cfg.patch_size)?;
@@ -534,7 +535,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             let mut rng = StdRng::seed_from_u64(mix(config.seed, 2 * k + 1));
             let progress = state.step as f64 / total_steps.max(1) as f64;
             let random_order = random_order_probability(progress);
-            let loss = batch_loss(&model, &b, objective, noise, random_order, &mut rng)?;
+            let loss = batch_loss(&model, &b, objective, noise, random_order, config.dense_aux, &mut rng)?;
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
                 bail!("the loss became {value} at step {}: training diverged; try a lower learning rate (now {lr:.2e})", state.step);

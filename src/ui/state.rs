@@ -78,6 +78,8 @@ pub struct TrainSettings {
     pub time_limit: bool,
     pub minutes: f32,
     pub batch_size: usize,
+    /// Use the engine's default learning rate for the task ([`TrainConfig::default_lr`]) instead of `lr`.
+    pub lr_auto: bool,
     pub lr: f64,
     pub warmup_steps: u64,
     pub weight_decay: f64,
@@ -104,6 +106,7 @@ impl Default for TrainSettings {
             time_limit: false,
             minutes: 10.0,
             batch_size: engine.batch_size,
+            lr_auto: true,
             lr: engine.lr,
             warmup_steps: engine.warmup_steps,
             weight_decay: engine.weight_decay,
@@ -1445,7 +1448,7 @@ impl AppState {
             objective: Objective::from(task),
             epochs: Some(t.epochs),
             minutes: t.time_limit.then_some(t.minutes),
-            lr: t.lr,
+            lr: if t.lr_auto { TrainConfig::default_lr(Objective::from(task)) } else { t.lr },
             init: if t.init_from_current && !t.pretrain { self.checkpoint.clone() } else { None },
             out: out.join("model"),
             ..base

@@ -106,7 +106,10 @@ impl TrainPanel {
                 ui.add(egui::DragValue::new(&mut t.batch_size).range(1..=512));
                 ui.end_row();
                 ui.label("Learning rate");
-                ui.add(egui::DragValue::new(&mut t.lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
+                ui.horizontal(|ui| {
+                    ui.checkbox(&mut t.lr_auto, "auto").on_hover_text("The default for the task: 2e-3 for detection, 1e-3 for classification");
+                    ui.add_enabled(!t.lr_auto, egui::DragValue::new(&mut t.lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
+                });
                 ui.end_row();
                 ui.label("Warm-up steps");
                 ui.add(egui::DragValue::new(&mut t.warmup_steps).range(0..=100_000));
