@@ -31,6 +31,8 @@ impl PredictorImpl {
         let weights = checkpoint::read_weights(path, &device)?;
         let (model, _, fresh) = crate::train::run::build_model(&meta.model, Some(&weights), false, 0, &device)
             .with_context(|| format!("{}: weights do not match the model described in checkpoint.json", path.display()))?;
+        // Checkpoints written before a training-only head existed lack it; prediction never uses it.
+        let fresh: Vec<String> = fresh.into_iter().filter(|n| !crate::model::transformer::is_training_only(n)).collect();
         anyhow::ensure!(
             fresh.is_empty(),
             "{}: the weights file lacks parameters the model needs ({}); the checkpoint is incomplete",

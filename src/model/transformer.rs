@@ -321,6 +321,12 @@ impl Transformer {
     }
 }
 
+/// Parameters used only by training losses (the dense detection head): prediction works without them, so a
+/// checkpoint from before they existed still loads for inference.
+pub fn is_training_only(name: &str) -> bool {
+    name.starts_with("dense_head.")
+}
+
 /// 1-D sine-cosine embedding of position `x` in `dim` values (half sines, half cosines, geometric frequencies).
 pub fn sincos_1d(x: f32, dim: usize) -> Vec<f32> {
     let half = dim / 2;

@@ -169,4 +169,33 @@ mod tests {
         let w = read_weights(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(w["w"].to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
     }
+
+    /// A checkpoint written before the training-only dense head existed (the shipped demo detector was one) still
+    /// loads for prediction; a checkpoint missing any other parameter is refused, naming it.
+    #[test]
+    fn checkpoints_without_training_only_parameters_still_predict() {
+        let mut model = ModelConfig::preset("tiny").unwrap();
+        model.n_classes = 2;
+        let meta = CheckpointMeta {
+            format: FORMAT.into(),
+            version: VERSION,
+            model: model.clone(),
+            task: Objective::Detect,
+            class_names: vec!["a".into(), "b".into()],
+            normalization: Normalization::default(),
+            history: vec![Objective::Detect],
+            train: None,
+        };
+        let (_, vars, _) = crate::train::run::build_model(&model, None, true, 0, &Device::Cpu).unwrap();
+        let without = |skip: &str| -> Vec<(String, Tensor)> {
+            vars.iter().filter(|(n, _)| !n.starts_with(skip)).map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect()
+        };
+        let old = tempfile::tempdir().unwrap();
+        write(old.path(), &meta, &without("dense_head."), None).unwrap();
+        crate::model::predictor::Predictor::load(old.path()).unwrap();
+        let broken = tempfile::tempdir().unwrap();
+        write(broken.path(), &meta, &without("norm.weight"), None).unwrap();
+        let err = crate::model::predictor::Predictor::load(broken.path()).err().expect("refused").to_string();
+        assert!(err.contains("norm.weight"), "{err}");
+    }
 }
