@@ -120,6 +120,30 @@ fn demo_project_is_created_and_shown() {
     assert_eq!(h.state().state.settings.recent_projects.first(), Some(&p_root(&h)));
 }
 
+/// Reopening the demo project with no model loaded (a first start whose demo detector failed to load, or a last
+/// model since deleted) gives it the shipped demo detector again, so the Predict view is never empty on the demo.
+#[test]
+fn reopened_demo_project_gets_the_shipped_detector() {
+    let env = env();
+    let dir = env.root.join("demo");
+    tessera::data::demo::write_demo(&dir, &tessera::data::demo::DemoOptions { count: 20, ..Default::default() }).unwrap();
+    let mut h = harness(&env);
+    assert!(h.state().state.predictor.is_none());
+    open(&mut h, &dir);
+    run_until(&mut h, "the shipped detector to load", 60, |a| a.state.predictor.is_some() && a.state.loading_checkpoint.is_none());
+    let ck = h.state().state.checkpoint.clone().unwrap();
+    assert!(ck.ends_with("assets/demo-detect"), "{}", ck.display());
+    // Any other project opens without a model.
+    let mut h = harness(&env);
+    let other = env.root.join("other");
+    tiny_project(&other, Task::Detect, 4);
+    open(&mut h, &other);
+    for _ in 0..20 {
+        h.step();
+    }
+    assert!(h.state().state.predictor.is_none() && h.state().state.loading_checkpoint.is_none());
+}
+
 fn p_root(h: &Harness<'static, TesseraApp>) -> PathBuf {
     h.state().state.project.as_ref().unwrap().root.clone()
 }

@@ -935,7 +935,10 @@ impl AppState {
         self.settings.recent_projects.truncate(10);
         self.settings.last_project = Some(folder);
         self.load_run_history();
-        if from_demo && self.predictor.is_none() && self.loading_checkpoint.is_none() {
+        // The demo project gets the shipped demo detector whenever no model is loaded or loading: on creation, and
+        // when reopened after the shipped model could not be loaded before (or the user's last model is gone).
+        let is_demo = from_demo || self.project.as_ref().is_some_and(|p| p.name == crate::data::demo::DEMO_PROJECT_NAME);
+        if is_demo && self.predictor.is_none() && self.loading_checkpoint.is_none() {
             if let Some(ck) = engine::shipped_checkpoint() {
                 self.apply(Message::LoadCheckpoint(ck));
             }
