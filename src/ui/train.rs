@@ -108,6 +108,10 @@ impl TrainPanel {
                 ui.label("Learning rate");
                 ui.horizontal(|ui| {
                     ui.checkbox(&mut t.lr_auto, "auto").on_hover_text("The default for the task: 2e-3 for detection, 1e-3 for classification");
+                    if t.lr_auto {
+                        // Shows the rate the run will use; unticking starts editing from it.
+                        t.lr = crate::train::TrainConfig::default_lr(crate::train::Objective::from(task));
+                    }
                     ui.add_enabled(!t.lr_auto, egui::DragValue::new(&mut t.lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
                 });
                 ui.end_row();
