@@ -66,6 +66,13 @@ pub struct Object {
     pub class: usize,
 }
 
+impl Object {
+    /// Width × height (0 for an inverted box).
+    pub fn area(&self) -> f32 {
+        (self.xmax - self.xmin).max(0.0) * (self.ymax - self.ymin).max(0.0)
+    }
+}
+
 /// Tokens of one detection training example: `input[i]` predicts `target[i]` with loss weight `weight[i]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectSequence {
@@ -229,7 +236,7 @@ pub fn dense_targets(cfg: &ModelConfig, objects: &[Object]) -> Vec<Option<(usize
             objects
                 .iter()
                 .filter(|o| o.xmin <= cx && cx <= o.xmax && o.ymin <= cy && cy <= o.ymax)
-                .min_by(|a, b| ((a.xmax - a.xmin) * (a.ymax - a.ymin)).total_cmp(&((b.xmax - b.xmin) * (b.ymax - b.ymin))))
+                .min_by(|a, b| a.area().total_cmp(&b.area()))
                 .map(|o| (o.class, [(cx - o.xmin) / size, (cy - o.ymin) / size, (o.xmax - cx) / size, (o.ymax - cy) / size]))
         })
         .collect()
@@ -496,8 +503,7 @@ pub fn iou(a: &Object, b: &Object) -> f32 {
     let iw = (a.xmax.min(b.xmax) - a.xmin.max(b.xmin)).max(0.0);
     let ih = (a.ymax.min(b.ymax) - a.ymin.max(b.ymin)).max(0.0);
     let inter = iw * ih;
-    let area = |o: &Object| (o.xmax - o.xmin).max(0.0) * (o.ymax - o.ymin).max(0.0);
-    let union = area(a) + area(b) - inter;
+    let union = a.area() + b.area() - inter;
     if union <= 0.0 {
         0.0
     } else {

@@ -96,6 +96,17 @@ pub struct TrainSettings {
     pub seed: u64,
 }
 
+impl TrainSettings {
+    /// The fine-tuning learning rate a run on a `task` project uses: the task's default when `lr_auto`.
+    pub fn effective_lr(&self, task: Task) -> f64 {
+        if self.lr_auto {
+            TrainConfig::default_lr(Objective::from(task))
+        } else {
+            self.lr
+        }
+    }
+}
+
 impl Default for TrainSettings {
     fn default() -> Self {
         let engine = TrainConfig::default();
@@ -1453,7 +1464,7 @@ impl AppState {
             objective: Objective::from(task),
             epochs: Some(t.epochs),
             minutes: t.time_limit.then_some(t.minutes),
-            lr: if t.lr_auto { TrainConfig::default_lr(Objective::from(task)) } else { t.lr },
+            lr: t.effective_lr(task),
             init: if t.init_from_current && !t.pretrain { self.checkpoint.clone() } else { None },
             out: out.join("model"),
             ..base

@@ -107,12 +107,17 @@ impl TrainPanel {
                 ui.end_row();
                 ui.label("Learning rate");
                 ui.horizontal(|ui| {
-                    ui.checkbox(&mut t.lr_auto, "auto").on_hover_text("The default for the task: 2e-3 for detection, 1e-3 for classification");
-                    if t.lr_auto {
-                        // Shows the rate the run will use; unticking starts editing from it.
-                        t.lr = crate::train::TrainConfig::default_lr(crate::train::Objective::from(task));
+                    let auto = ui.checkbox(&mut t.lr_auto, "auto").on_hover_text("The default for the task: 2e-3 for detection, 1e-3 for classification");
+                    if auto.changed() && !t.lr_auto {
+                        // Unticking starts editing from the rate the run would have used.
+                        t.lr = t.effective_lr(task);
                     }
-                    ui.add_enabled(!t.lr_auto, egui::DragValue::new(&mut t.lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
+                    if t.lr_auto {
+                        let mut shown = t.effective_lr(task);
+                        ui.add_enabled(false, egui::DragValue::new(&mut shown).custom_formatter(|v, _| format!("{v:.0e}")));
+                    } else {
+                        ui.add(egui::DragValue::new(&mut t.lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
+                    }
                 });
                 ui.end_row();
                 ui.label("Warm-up steps");
