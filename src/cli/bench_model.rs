@@ -159,7 +159,7 @@ fn make_batch(cfg: &ModelConfig, b: usize, seed: u64, dev: &Device) -> anyhow::R
                 Object { xmin: x0, ymin: y0, xmax: x0 + w, ymax: y0 + h, class: rng.random_range(0..N_CLASSES) }
             })
             .collect();
-        let s = objectives::detect_sequence(cfg, &objects, true, &mut rng);
+        let s = objectives::detect_sequence(cfg, &objects, objectives::NoiseBoxes::Fill, &mut rng);
         inputs.push(s.input);
         targets.push(s.target);
         weights.push(s.weight);

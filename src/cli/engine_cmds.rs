@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::data::project::{Project, Task};
 use crate::model::predictor::{PredictOptions, Predictor};
 use crate::train::data::Augment;
-use crate::train::worker::{start_training, Event, Objective, TrainConfig};
+use crate::train::worker::{start_training, Event, ModelOverrides, Objective, TrainConfig};
 
 /// Settings shared by `pretrain` and `train`.
 #[derive(Args, Debug, Clone)]
@@ -41,6 +41,32 @@ pub struct RunArgs {
     /// and box; the output is still tokens). 0 = plain Pix2Seq.
     #[arg(long, default_value_t = crate::train::worker::DEFAULT_DENSE_AUX)]
     pub dense_aux: f64,
+    /// Detection: the order objects are listed in while training: curriculum (raster order first, then more and
+    /// more random), random (Pix2Seq) or raster (top to bottom, left to right).
+    #[arg(long, default_value = "curriculum", value_name = "ORDER")]
+    pub object_order: crate::train::worker::ObjectOrder,
+    /// Detection: fake boxes after the real ones: fill (up to the most crowded image's count, Pix2Seq), match (as
+    /// many as real ones: shorter sequences on crowded data) or none.
+    #[arg(long, default_value = "fill", value_name = "POLICY")]
+    pub noise_boxes: crate::model::objectives::NoiseBoxes,
+    /// Classification: label smoothing (e.g. 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Model shape on top of the preset (a new model only): width.
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Model shape: number of transformer blocks.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Model shape: attention heads (must divide --dim).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Model shape: MLP hidden width as a multiple of --dim.
+    #[arg(long)]
+    pub mlp_ratio: Option<usize>,
+    /// Model shape: patch side in pixels (the input size is rounded to a multiple of it).
+    #[arg(long)]
+    pub patch_size: Option<usize>,
     /// Square model input size in pixels (default: from the data and the preset).
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -149,6 +175,10 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
         batch_size: a.batch_size.unwrap_or(d.batch_size),
         lr: a.lr.unwrap_or(TrainConfig::default_lr(objective)),
         dense_aux: a.dense_aux,
+        object_order: a.object_order,
+        noise_boxes: a.noise_boxes,
+        label_smoothing: a.label_smoothing,
+        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size },
         grad_accum: a.grad_accum,
         ema: a.ema,
         early_stop_patience: a.patience,

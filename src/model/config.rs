@@ -122,8 +122,8 @@ impl ModelConfig {
         if self.n_heads == 0 || self.dim % self.n_heads != 0 {
             return Err(format!("dim {} is not divisible by {} heads", self.dim, self.n_heads));
         }
-        if self.n_layers == 0 || self.n_bins < 2 || self.max_objects == 0 {
-            return Err("n_layers, n_bins and max_objects must be positive".into());
+        if self.n_layers == 0 || self.mlp_ratio == 0 || self.n_bins < 2 || self.max_objects == 0 {
+            return Err("n_layers, mlp_ratio, n_bins and max_objects must be positive".into());
         }
         Ok(())
     }

@@ -56,6 +56,17 @@ pub fn classify_loss(model: &Transformer, patches: &Tensor, labels: &Tensor) -> 
     candle_nn::loss::cross_entropy(&classify_logits(model, patches)?, labels)
 }
 
+/// Cross-entropy against `1 - smoothing` on the label and `smoothing` spread evenly over all classes.
+pub fn classify_loss_smoothed(model: &Transformer, patches: &Tensor, labels: &Tensor, smoothing: f64) -> Result<Tensor> {
+    let logits = classify_logits(model, patches)?;
+    let ce = candle_nn::loss::cross_entropy(&logits, labels)?;
+    if smoothing <= 0.0 {
+        return Ok(ce);
+    }
+    let uniform = candle_nn::ops::log_softmax(&logits, D::Minus1)?.mean(D::Minus1)?.mean_all()?.neg()?;
+    (ce * (1.0 - smoothing))? + (uniform * smoothing)?
+}
+
 /// A labelled object in model-input pixel coordinates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Object {
@@ -81,15 +92,51 @@ pub struct DetectSequence {
     pub weight: Vec<f32>,
 }
 
-/// Builds the Pix2Seq training sequence: objects in random order, then (with `noise`) fake boxes up to
-/// `max_objects`, then EOS; padded to the fixed length `cfg.max_output_tokens() - 1`.
-pub fn detect_sequence(cfg: &ModelConfig, objects: &[Object], noise: bool, rng: &mut impl Rng) -> DetectSequence {
+impl DetectSequence {
+    /// Length of the part that carries loss: the padding after it can be cut off (the attention is causal, so the
+    /// positions before it do not change).
+    pub fn used_len(&self) -> usize {
+        self.weight.iter().rposition(|&w| w > 0.0).map_or(0, |i| i + 1)
+    }
+}
+
+/// How many fake boxes (class NOISE, coordinates without loss) a detection training sequence gets after its real
+/// objects: Pix2Seq's sequence augmentation, which teaches the model to keep proposing boxes (recall) and to give
+/// doubtful ones a low score instead of stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseBoxes {
+    /// None: EOS right after the real objects.
+    None,
+    /// Up to the model's `max_objects` (Pix2Seq): every sequence is as long as the most crowded image's.
+    #[default]
+    Fill,
+    /// As many as there are real objects (at least one, within `max_objects`). On crowded data (BCCD: up to 28
+    /// cells, 13 on average) sequences are half as long on average, and training trims each batch to its longest.
+    Match,
+}
+
+impl std::str::FromStr for NoiseBoxes {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(NoiseBoxes::None),
+            "fill" => Ok(NoiseBoxes::Fill),
+            "match" => Ok(NoiseBoxes::Match),
+            other => Err(format!("unknown noise-box policy '{other}' (expected none, fill or match)")),
+        }
+    }
+}
+
+/// Builds the Pix2Seq training sequence: objects in random order, then noise boxes (see [`NoiseBoxes`]), then EOS;
+/// padded to the fixed length `cfg.max_output_tokens() - 1` (padding carries no loss: see [`DetectSequence::used_len`]).
+pub fn detect_sequence(cfg: &ModelConfig, objects: &[Object], noise: NoiseBoxes, rng: &mut impl Rng) -> DetectSequence {
     detect_sequence_ordered(cfg, objects, noise, true, rng)
 }
 
 /// [`detect_sequence`] with a choice of object order: random (Pix2Seq), or raster order (top to bottom, then left to
 /// right), which is one unambiguous answer per image and much faster to learn from a cold start.
-pub fn detect_sequence_ordered(cfg: &ModelConfig, objects: &[Object], noise: bool, random_order: bool, rng: &mut impl Rng) -> DetectSequence {
+pub fn detect_sequence_ordered(cfg: &ModelConfig, objects: &[Object], noise: NoiseBoxes, random_order: bool, rng: &mut impl Rng) -> DetectSequence {
     let v = cfg.vocab();
     let size = cfg.image_size as f32;
     let mut objs: Vec<Object> = objects.to_vec();
@@ -110,16 +157,19 @@ pub fn detect_sequence_ordered(cfg: &ModelConfig, objects: &[Object], noise: boo
         full.push(v.class_token(o.class));
         weights.push(1.0);
     }
-    if noise {
-        while full.len() < 1 + 5 * cfg.max_objects {
-            let o = noise_object(objects, size, rng);
-            for c in coords(&o) {
-                full.push(v.bin_token(v.quantize(c, size)));
-                weights.push(0.0);
-            }
-            full.push(vocab::NOISE);
-            weights.push(1.0);
+    let noise_objects = match noise {
+        NoiseBoxes::None => 0,
+        NoiseBoxes::Fill => cfg.max_objects - objs.len(),
+        NoiseBoxes::Match => objs.len().max(1).min(cfg.max_objects - objs.len()),
+    };
+    for _ in 0..noise_objects {
+        let o = noise_object(objects, size, rng);
+        for c in coords(&o) {
+            full.push(v.bin_token(v.quantize(c, size)));
+            weights.push(0.0);
         }
+        full.push(vocab::NOISE);
+        weights.push(1.0);
     }
     full.push(vocab::EOS);
     weights.push(1.0);
@@ -575,7 +625,7 @@ mod tests {
         let v = c.vocab();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let objs = [Object { xmin: 1.0, ymin: 2.0, xmax: 10.0, ymax: 20.0, class: 2 }];
-        let s = detect_sequence(&c, &objs, true, &mut rng);
+        let s = detect_sequence(&c, &objs, NoiseBoxes::Fill, &mut rng);
         assert_eq!(s.input.len(), c.max_output_tokens() - 1);
         assert_eq!(s.input[0], vocab::TASK_DETECT);
         assert_eq!(s.target[4], v.class_token(2));
@@ -584,10 +634,29 @@ mod tests {
         assert_eq!(s.target[9], vocab::NOISE);
         assert_eq!((s.weight[5], s.weight[9]), (0.0, 1.0));
         assert_eq!(*s.target.last().unwrap(), vocab::EOS);
-        let plain = detect_sequence(&c, &objs, false, &mut rng);
+        let plain = detect_sequence(&c, &objs, NoiseBoxes::None, &mut rng);
         assert_eq!(plain.target[5], vocab::EOS);
         assert_eq!(plain.weight[5], 1.0);
         assert_eq!(plain.weight[6], 0.0);
+    }
+
+    #[test]
+    fn matched_noise_gives_as_many_fake_boxes_as_real_ones() {
+        let c = ModelConfig { max_objects: 6, ..cfg() };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let o = |x: f32| Object { xmin: x, ymin: 2.0, xmax: x + 5.0, ymax: 9.0, class: 0 };
+        let noise_count = |s: &DetectSequence| s.target.iter().filter(|&&t| t == vocab::NOISE).count();
+        // Two real objects: two noise boxes, then EOS; the rest is padding without loss.
+        let s = detect_sequence(&c, &[o(1.0), o(10.0)], NoiseBoxes::Match, &mut rng);
+        assert_eq!(noise_count(&s), 2);
+        assert_eq!(s.used_len(), 4 * 5 + 1);
+        assert_eq!(s.target[s.used_len() - 1], vocab::EOS);
+        assert_eq!(s.input.len(), c.max_output_tokens() - 1);
+        // Never past max_objects; an empty image still gets one.
+        assert_eq!(noise_count(&detect_sequence(&c, &[o(1.0); 5], NoiseBoxes::Match, &mut rng)), 1);
+        assert_eq!(noise_count(&detect_sequence(&c, &[], NoiseBoxes::Match, &mut rng)), 1);
+        let fill = detect_sequence(&c, &[o(1.0), o(10.0)], NoiseBoxes::Fill, &mut rng);
+        assert_eq!((noise_count(&fill), fill.used_len()), (4, 6 * 5 + 1));
     }
 
     #[test]
@@ -598,7 +667,7 @@ mod tests {
         let o = |x: f32, y: f32, class| Object { xmin: x, ymin: y, xmax: x + 4.0, ymax: y + 4.0, class };
         let objs = [o(20.0, 10.0, 0), o(2.0, 10.0, 1), o(5.0, 1.0, 2)];
         for _ in 0..5 {
-            let s = detect_sequence_ordered(&c, &objs, true, false, &mut rng);
+            let s = detect_sequence_ordered(&c, &objs, NoiseBoxes::Fill, false, &mut rng);
             let classes: Vec<u32> = [4, 9, 14].iter().map(|&i| s.target[i]).collect();
             assert_eq!(classes, vec![v.class_token(2), v.class_token(1), v.class_token(0)]);
         }

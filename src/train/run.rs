@@ -15,7 +15,7 @@ use super::optim::{accumulate, collect_grads, global_norm, learning_rate, AdamW,
 use super::worker::{Command, EvalStats, Event, Objective, SamplePrediction, StepStats, TrainConfig};
 use crate::data::project::{Project, Split};
 use crate::model::config::ModelConfig;
-use crate::model::objectives::{self, DecodeOptions, Object, RawDetection};
+use crate::model::objectives::{self, DecodeOptions, NoiseBoxes, Object, RawDetection};
 use crate::model::params::ParamStore;
 use crate::model::transformer::{patchify, Transformer};
 
@@ -124,7 +124,7 @@ fn mix(seed: u64, k: u64) -> u64 {
 
 /// Loss of one batch for `objective`.
 /// `dense_aux`: weight of detection's dense auxiliary loss (0 = off).
-fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Objective, noise: bool, random_order: f64, dense_aux: f64, rng: &mut StdRng) -> anyhow::Result<Tensor> {
+fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Objective, opts: &LossOptions, rng: &mut StdRng) -> anyhow::Result<Tensor> {
     let cfg = &model.cfg;
     let patches = patchify(&batch.images, cfg.patch_size)?;
     let dev = patches.device();
@@ -135,32 +135,46 @@ fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Object
         }
         Objective::Classify => {
             let labels: Vec<u32> = batch.classes.iter().map(|c| c.unwrap_or(0) as u32).collect();
-            objectives::classify_loss(model, &patches, &Tensor::new(labels, dev)?)?
+            objectives::classify_loss_smoothed(model, &patches, &Tensor::new(labels, dev)?, opts.label_smoothing)?
         }
         Objective::Detect => {
             let seqs: Vec<_> = batch
                 .objects
                 .iter()
                 .map(|o| {
-                    let random = rng.random_bool(random_order.clamp(0.0, 1.0));
-                    objectives::detect_sequence_ordered(cfg, o, noise, random, rng)
+                    let random = rng.random_bool(opts.random_order.clamp(0.0, 1.0));
+                    objectives::detect_sequence_ordered(cfg, o, opts.noise, random, rng)
                 })
                 .collect();
-            let input = objectives::rows_u32(&seqs.iter().map(|s| s.input.clone()).collect::<Vec<_>>(), dev)?;
-            let target = objectives::rows_u32(&seqs.iter().map(|s| s.target.clone()).collect::<Vec<_>>(), dev)?;
-            let weight = objectives::rows_f32(&seqs.iter().map(|s| s.weight.clone()).collect::<Vec<_>>(), dev)?;
-            objectives::detect_loss_with_dense(model, &patches, &input, &target, &weight, Some((&batch.objects, dense_aux)))?
+            // Cut the padding no sequence in this batch uses: the same loss for less work.
+            let len = seqs.iter().map(|s| s.used_len()).max().unwrap_or(1).max(1);
+            let input = objectives::rows_u32(&seqs.iter().map(|s| s.input[..len].to_vec()).collect::<Vec<_>>(), dev)?;
+            let target = objectives::rows_u32(&seqs.iter().map(|s| s.target[..len].to_vec()).collect::<Vec<_>>(), dev)?;
+            let weight = objectives::rows_f32(&seqs.iter().map(|s| s.weight[..len].to_vec()).collect::<Vec<_>>(), dev)?;
+            objectives::detect_loss_with_dense(model, &patches, &input, &target, &weight, Some((&batch.objects, opts.dense_aux)))?
         }
     })
 }
 
-/// Probability that a detection training sequence lists its objects in random order (Pix2Seq), at `progress`
-/// (0..1) through the run. A cold model cannot localise anything, and with random order the first coordinate's
-/// target is a mixture over every object; raster order gives one answer per image and gets the model looking at the
-/// image sooner. So: raster order for the first fifth, then more and more random, fully random for the last 30 %
-/// (the requirement, and what makes decoding order-free).
-pub fn random_order_probability(progress: f64) -> f64 {
-    ((progress - 0.2) / 0.5).clamp(0.0, 1.0)
+/// What shapes a batch's loss besides the batch itself.
+#[derive(Debug, Clone, Copy)]
+struct LossOptions {
+    /// Detection: fake boxes after the real ones.
+    noise: NoiseBoxes,
+    /// Detection: probability that a sequence lists its objects in random order (else raster order).
+    random_order: f64,
+    /// Detection: weight of the dense auxiliary loss (0 = off).
+    dense_aux: f64,
+    /// Classification: label smoothing.
+    label_smoothing: f64,
+}
+
+impl LossOptions {
+    /// Validation: the run's noise boxes, random order, and neither auxiliary loss nor smoothing, so val losses
+    /// compare across runs with different training losses.
+    fn validation(config: &TrainConfig) -> LossOptions {
+        LossOptions { noise: config.noise_boxes, random_order: 1.0, dense_aux: 0.0, label_smoothing: 0.0 }
+    }
 }
 
 /// mAP@0.5 (COCO-style 101-point interpolation) over classes that have ground truth.
@@ -217,7 +231,7 @@ fn evaluate(
     model: &Transformer,
     val: &Dataset,
     objective: Objective,
-    noise: bool,
+    loss_options: &LossOptions,
     seed: u64,
     device: &Device,
 ) -> anyhow::Result<(Vec<(String, f32)>, String, f32, Vec<SamplePrediction>)> {
@@ -232,7 +246,7 @@ fn evaluate(
     let mut rng = StdRng::seed_from_u64(seed);
     for chunk in all.chunks(64) {
         let batch = make_batch(val, chunk, &Augment::none(), 0, device)?;
-        let loss = batch_loss(model, &batch, objective, noise, 1.0, 0.0, &mut rng)?.to_scalar::<f32>()?;
+        let loss = batch_loss(model, &batch, objective, loss_options, &mut rng)?.to_scalar::<f32>()?;
         loss_sum += loss;
         batches += 1;
         let patches = patchify(&batch.images, cfg.patch_size)?;
@@ -337,6 +351,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         None => config,
     };
     let objective = config.objective;
+    if !config.model.is_empty() && (config.init.is_some() || config.resume.is_some()) {
+        bail!("the model's shape comes from the checkpoint it starts from: drop the shape settings (dim, layers, heads, mlp ratio, patch size)");
+    }
     let init_meta = match (&resume_meta, &config.init) {
         (None, Some(p)) => Some(checkpoint::read_meta(p).with_context(|| "reading the --init checkpoint")?),
         _ => None,
@@ -356,7 +373,8 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         (None, None) => {
             let preset = ModelConfig::preset(&config.preset).map_err(anyhow::Error::msg)?;
             let size = config.image_size.unwrap_or_else(|| auto_image_size(&project, &preset));
-            let mut c = preset.with_image_size(size);
+            let mut c = config.model.apply(preset.with_image_size(size));
+            c.validate().map_err(|e| anyhow::anyhow!("model shape: {e}"))?;
             if objective == Objective::Detect {
                 // Room for the most crowded training image plus as many noise boxes (sequence augmentation).
                 let most = project.images.iter().filter(|e| e.split == Split::Train).map(|e| e.boxes.len()).max().unwrap_or(1);
@@ -469,7 +487,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     let count_limited = by_steps.is_some() || by_epochs.is_some();
     let eval_every = if config.eval_every > 0 { config.eval_every } else { steps_per_epoch.max(total_steps / 10).max(1) };
     let aug = config.augment.unwrap_or_else(|| default_augment(objective, train.len()));
-    let noise = true;
+    let val_loss_options = LossOptions::validation(&config);
     let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let _ = events.send(Event::Started { total_steps, device: device_name(&device), parameters: params });
 
@@ -534,8 +552,13 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             let b = make_batch(&train, &idx, &aug, mix(config.seed, 2 * k), &device)?;
             let mut rng = StdRng::seed_from_u64(mix(config.seed, 2 * k + 1));
             let progress = state.step as f64 / total_steps.max(1) as f64;
-            let random_order = random_order_probability(progress);
-            let loss = batch_loss(&model, &b, objective, noise, random_order, config.dense_aux, &mut rng)?;
+            let opts = LossOptions {
+                noise: config.noise_boxes,
+                random_order: config.object_order.random_probability(progress),
+                dense_aux: config.dense_aux,
+                label_smoothing: config.label_smoothing,
+            };
+            let loss = batch_loss(&model, &b, objective, &opts, &mut rng)?;
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
                 bail!("the loss became {value} at step {}: training diverged; try a lower learning rate (now {lr:.2e})", state.step);
@@ -591,7 +614,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                 None => var_tensors(&vars),
             };
             let eval_model = inference_model(&cfg, &weights, &device)?;
-            let (val_losses, metric_name, metric, samples) = evaluate(&eval_model, &val, objective, noise, config.seed, &device)?;
+            let (val_losses, metric_name, metric, samples) = evaluate(&eval_model, &val, objective, &val_loss_options, config.seed, &device)?;
             let shown = if objective == Objective::Pretrain { -metric } else { metric };
             let _ = events.send(Event::Eval(EvalStats {
                 step: state.step,

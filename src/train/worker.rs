@@ -72,6 +72,87 @@ pub struct TrainConfig {
     /// ([`crate::model::objectives::dense_aux_loss`]); 0 = off (plain Pix2Seq).
     #[serde(default)]
     pub dense_aux: f64,
+    /// Detection only: the order objects are listed in during training.
+    #[serde(default)]
+    pub object_order: ObjectOrder,
+    /// Detection only: fake boxes after the real ones (Pix2Seq's sequence augmentation).
+    #[serde(default)]
+    pub noise_boxes: crate::model::objectives::NoiseBoxes,
+    /// Classification only: label smoothing of the cross-entropy target (0 = off).
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Changes to the preset's shape for a model trained from scratch (ignored with `init`/`resume`, whose
+    /// checkpoint fixes the shape).
+    #[serde(default)]
+    pub model: ModelOverrides,
+}
+
+/// The order a detection training sequence lists its objects in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectOrder {
+    /// Raster order first, then more and more random ([`ObjectOrder::random_probability`]).
+    #[default]
+    Curriculum,
+    /// Random order throughout (Pix2Seq).
+    Random,
+    /// Top to bottom, then left to right, throughout: one unambiguous answer per image.
+    Raster,
+}
+
+impl ObjectOrder {
+    /// Probability that a sequence lists its objects in random order at `progress` (0..1) through the run.
+    /// Curriculum: a cold model cannot localise anything, and with random order the first coordinate's target is a
+    /// mixture over every object; raster order gives one answer per image and gets the model looking at the image
+    /// sooner. So raster order for the first fifth, then more and more random, fully random for the last 30 %.
+    pub fn random_probability(self, progress: f64) -> f64 {
+        match self {
+            ObjectOrder::Curriculum => ((progress - 0.2) / 0.5).clamp(0.0, 1.0),
+            ObjectOrder::Random => 1.0,
+            ObjectOrder::Raster => 0.0,
+        }
+    }
+}
+
+impl std::str::FromStr for ObjectOrder {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "curriculum" => Ok(ObjectOrder::Curriculum),
+            "random" => Ok(ObjectOrder::Random),
+            "raster" => Ok(ObjectOrder::Raster),
+            other => Err(format!("unknown object order '{other}' (expected curriculum, random or raster)")),
+        }
+    }
+}
+
+/// Shape changes on top of a preset (each `None` keeps the preset's value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ModelOverrides {
+    pub dim: Option<usize>,
+    pub n_layers: Option<usize>,
+    pub n_heads: Option<usize>,
+    pub mlp_ratio: Option<usize>,
+    pub patch_size: Option<usize>,
+}
+
+impl ModelOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == ModelOverrides::default()
+    }
+
+    /// The preset with these changes; the result is validated by the caller (`ModelConfig::validate`).
+    pub fn apply(&self, mut cfg: crate::model::config::ModelConfig) -> crate::model::config::ModelConfig {
+        cfg.dim = self.dim.unwrap_or(cfg.dim);
+        cfg.n_layers = self.n_layers.unwrap_or(cfg.n_layers);
+        cfg.n_heads = self.n_heads.unwrap_or(cfg.n_heads);
+        cfg.mlp_ratio = self.mlp_ratio.unwrap_or(cfg.mlp_ratio);
+        if let Some(p) = self.patch_size {
+            cfg.patch_size = p;
+            cfg.image_size = (cfg.image_size / p.max(1)).max(2) * p;
+        }
+        cfg
+    }
 }
 
 impl TrainConfig {
@@ -115,6 +196,10 @@ impl Default for TrainConfig {
             use_gpu: false,
             augment: None,
             dense_aux: DEFAULT_DENSE_AUX,
+            object_order: ObjectOrder::Curriculum,
+            noise_boxes: Default::default(),
+            label_smoothing: 0.0,
+            model: ModelOverrides::default(),
         }
     }
 }
