@@ -42,13 +42,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = crate::train::worker::DEFAULT_DENSE_AUX)]
     pub dense_aux: f64,
     /// Detection: the order objects are listed in while training: curriculum (raster order first, then more and
-    /// more random), random (Pix2Seq) or raster (top to bottom, left to right).
-    #[arg(long, default_value = "curriculum", value_name = "ORDER")]
+    /// more random), random (Pix2Seq), raster (top to bottom, left to right), or auto (raster when the most
+    /// crowded training image has more than 10 objects, else curriculum).
+    #[arg(long, default_value = "auto", value_name = "ORDER")]
     pub object_order: crate::train::worker::ObjectOrder,
-    /// Detection: fake boxes after the real ones: fill (up to the most crowded image's count, Pix2Seq), match (as
-    /// many as real ones: shorter sequences on crowded data) or none.
-    #[arg(long, default_value = "fill", value_name = "POLICY")]
-    pub noise_boxes: crate::model::objectives::NoiseBoxes,
+    /// Detection: fake boxes after the real ones: fill (up to twice the most crowded image's count, Pix2Seq),
+    /// match (as many as real ones: shorter sequences), none, or auto (match when the most crowded training image
+    /// has more than 10 objects, else fill).
+    #[arg(long, default_value = "auto", value_name = "POLICY")]
+    pub noise_boxes: String,
     /// Classification: label smoothing (e.g. 0.1).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
@@ -67,6 +69,9 @@ pub struct RunArgs {
     /// Model shape: patch side in pixels (the input size is rounded to a multiple of it).
     #[arg(long)]
     pub patch_size: Option<usize>,
+    /// Model shape: local mixing of neighbouring patches in every MLP (true/false; default: the preset's).
+    #[arg(long, value_name = "BOOL")]
+    pub local_mixing: Option<bool>,
     /// Square model input size in pixels (default: from the data and the preset).
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -176,9 +181,12 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
         lr: a.lr.unwrap_or(TrainConfig::default_lr(objective)),
         dense_aux: a.dense_aux,
         object_order: a.object_order,
-        noise_boxes: a.noise_boxes,
+        noise_boxes: match a.noise_boxes.as_str() {
+            "auto" => None,
+            other => Some(other.parse().map_err(anyhow::Error::msg).context("--noise-boxes")?),
+        },
         label_smoothing: a.label_smoothing,
-        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size },
+        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing },
         grad_accum: a.grad_accum,
         ema: a.ema,
         early_stop_patience: a.patience,

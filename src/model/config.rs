@@ -38,6 +38,10 @@ pub struct ModelConfig {
     /// `objectives::embed_detect_tokens`). False for checkpoints from before it existed.
     #[serde(default)]
     pub box_query: bool,
+    /// Local mixing in every MLP (see `transformer::LocalMixing`): each patch also sees its already-read grid
+    /// neighbours through a learned depthwise filter. False for checkpoints from before it existed.
+    #[serde(default)]
+    pub local_mixing: bool,
 }
 
 impl ModelConfig {
@@ -58,6 +62,7 @@ impl ModelConfig {
             positions: Positions::SinCos,
             norm_eps: 1e-5,
             box_query: true,
+            local_mixing: false,
         };
         match name {
             // Trains usefully in minutes on 2 CPU cores at 32–128 px.

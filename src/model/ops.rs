@@ -323,6 +323,142 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     x.gelu()
 }
 
+/// Local mixing over the patch grid (see `transformer::LocalMixing`): for the first `patches` positions of
+/// `x` `[B, T, H]` (a `grid`×`grid` raster), `y = x + Σ_k w[group(h), k] · x[neighbour_k]`; other positions pass
+/// through. One pass forward and one backward instead of a dozen copies (the composed version cost a third of a
+/// training step).
+struct LocalMixOp {
+    grid: usize,
+    patches: usize,
+    taps: &'static [(isize, isize)],
+}
+
+impl LocalMixOp {
+    /// Position of tap `k`'s neighbour of patch `i`, if inside the grid.
+    fn neighbour(&self, i: usize, k: usize) -> Option<usize> {
+        let (dr, dc) = self.taps[k];
+        let (r, c) = ((i / self.grid) as isize + dr, (i % self.grid) as isize + dc);
+        (r >= 0 && c >= 0 && (r as usize) < self.grid && (c as usize) < self.grid).then(|| r as usize * self.grid + c as usize)
+    }
+}
+
+impl LocalMixOp {
+    /// The group weights `[groups, taps]` spread to one weight per channel, tap-major: `[taps, channels]`.
+    fn per_channel(&self, w: &[f32], channels: usize) -> Vec<f32> {
+        let k_taps = self.taps.len();
+        let per = channels / (w.len() / k_taps);
+        (0..k_taps).flat_map(|k| (0..channels).map(move |c| w[(c / per) * k_taps + k])).collect()
+    }
+}
+
+impl CustomOp2 for LocalMixOp {
+    fn name(&self) -> &'static str {
+        "tessera-local-mix"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "local_mix")?;
+        let w = f32_slice(s2, l2, "local_mix weight")?;
+        let dims = l1.dims();
+        let (t, h) = (dims[1], dims[2]);
+        let wc = self.per_channel(w, h);
+        let mut out = x.to_vec();
+        out.par_chunks_mut(t * h).zip(x.par_chunks(t * h)).for_each(|(o, x)| {
+            for i in 0..self.patches {
+                for (k, wk) in wc.chunks(h).enumerate() {
+                    let Some(j) = self.neighbour(i, k) else { continue };
+                    let (oi, xj) = (&mut o[i * h..(i + 1) * h], &x[j * h..(j + 1) * h]);
+                    for ((o, &v), &wv) in oi.iter_mut().zip(xj).zip(wk) {
+                        *o += wv * v;
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // dx[j] = dy[j] + Σ_{(i,k): neighbour_k(i) = j} w[g,k]·dy[i];  dw[g,k] = Σ_{b,i,c∈g} dy[i,c]·x[neighbour_k(i),c].
+        let (_, t, h) = x.dims3()?;
+        let k_taps = self.taps.len();
+        let (dx, dw) = with_f32(x, |x| {
+            with_f32(w, |w| {
+                with_f32(grad, |dy| {
+                    let wc = self.per_channel(w, h);
+                    let mut dx = dy.to_vec();
+                    // Per-channel weight gradients, summed into the groups at the end.
+                    let dwc = dx
+                        .par_chunks_mut(t * h)
+                        .zip(x.par_chunks(t * h).zip(dy.par_chunks(t * h)))
+                        .map(|(dxb, (xb, dyb))| {
+                            let mut dwc = vec![0f32; k_taps * h];
+                            for i in 0..self.patches {
+                                let dyi = &dyb[i * h..(i + 1) * h];
+                                for k in 0..k_taps {
+                                    let Some(j) = self.neighbour(i, k) else { continue };
+                                    let (wk, dwk) = (&wc[k * h..(k + 1) * h], &mut dwc[k * h..(k + 1) * h]);
+                                    for (c, dxj) in dxb[j * h..(j + 1) * h].iter_mut().enumerate() {
+                                        *dxj += wk[c] * dyi[c];
+                                    }
+                                    for ((dw, &d), &v) in dwk.iter_mut().zip(dyi).zip(&xb[j * h..(j + 1) * h]) {
+                                        *dw += d * v;
+                                    }
+                                }
+                            }
+                            dwc
+                        })
+                        .reduce(|| vec![0f32; k_taps * h], |a, b| a.iter().zip(&b).map(|(a, b)| a + b).collect());
+                    let per = h / (w.len() / k_taps);
+                    let mut dw = vec![0f32; w.len()];
+                    for k in 0..k_taps {
+                        for c in 0..h {
+                            dw[(c / per) * k_taps + k] += dwc[k * h + c];
+                        }
+                    }
+                    (dx, dw)
+                })
+            })
+        })???;
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
+    }
+}
+
+/// `x` `[B, T, H]` plus, for each of its first `patches` positions (a `grid`×`grid` raster), its neighbours at
+/// offsets `taps` weighted per channel group by `weight` `[groups, taps]` (H = groups × channels per group).
+pub fn local_mix(x: &Tensor, weight: &Tensor, grid: usize, patches: usize, taps: &'static [(isize, isize)]) -> Result<Tensor> {
+    let (b, t, h) = x.dims3()?;
+    let (groups, k_taps) = weight.dims2()?;
+    if k_taps != taps.len() || h % groups != 0 || patches > t || patches > grid * grid {
+        candle_core::bail!("local_mix: bad shapes (x {:?}, weight {:?}, grid {grid}, patches {patches})", x.dims(), weight.dims());
+    }
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return x.contiguous()?.apply_op2(&weight.contiguous()?, LocalMixOp { grid, patches, taps });
+    }
+    // Other devices: each tap as a [patches, patches] 0/1 shift matrix, each group's filter as their weighted sum.
+    let n = patches;
+    let mut shifts = vec![0f32; k_taps * n * n];
+    let op = LocalMixOp { grid, patches, taps };
+    for k in 0..k_taps {
+        for i in 0..n {
+            if let Some(j) = op.neighbour(i, k).filter(|&j| j < n) {
+                shifts[k * n * n + i * n + j] = 1.0;
+            }
+        }
+    }
+    let shifts = Tensor::from_vec(shifts, (k_taps, n * n), x.device())?;
+    let per = h / groups;
+    let m = weight.matmul(&shifts)?.reshape((groups, n, n))?;
+    let xp = x.narrow(1, 0, n)?;
+    let xg = xp.reshape((b, n, groups, per))?.permute((2, 1, 0, 3))?.contiguous()?.reshape((groups, n, b * per))?;
+    let y = m.matmul(&xg)?.reshape((groups, n, b, per))?.permute((2, 1, 0, 3))?.contiguous()?.reshape((b, n, h))?;
+    let mixed = (xp + y)?;
+    if t > n {
+        Tensor::cat(&[&mixed, &x.narrow(1, n, t - n)?], 1)
+    } else {
+        Ok(mixed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +534,44 @@ mod tests {
         let gb = composed(&x).sum_all().unwrap().backward().unwrap();
         assert!(max_diff(ga.get(&gain).unwrap(), gb.get(&gain).unwrap()) < 1e-4);
         check(|x| gelu(x).unwrap(), |x| x.gelu().unwrap(), (2, 3, 33));
+    }
+
+    #[test]
+    fn local_mix_matches_its_composed_version_and_gradients() {
+        const TAPS: [(isize, isize); 4] = [(-1, -1), (-1, 0), (-1, 1), (0, -1)];
+        let dev = Device::Cpu;
+        // 3×3 grid of patches, then 2 output tokens; 8 channels in 4 groups.
+        let weight = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 4), &dev).unwrap()).unwrap();
+        let fused = |x: &Tensor| local_mix(x, weight.as_tensor(), 3, 9, &TAPS).unwrap();
+        // Reference by hand: shifted copies of the grid, weighted per channel group.
+        let by_hand = |x: &Tensor| {
+            // Tap k's weight for channel c is weight[c / 2, k].
+            let per_channel: Vec<Tensor> = (0..4)
+                .map(|k| weight.as_tensor().narrow(1, k, 1).unwrap().broadcast_as((4, 2)).unwrap().contiguous().unwrap().reshape(8).unwrap())
+                .collect();
+            let mut rows = vec![];
+            for i in 0..11 {
+                let mut row = x.narrow(1, i, 1).unwrap();
+                if i < 9 {
+                    let (r, c) = ((i / 3) as isize, (i % 3) as isize);
+                    for (k, (dr, dc)) in TAPS.iter().enumerate() {
+                        let (nr, nc) = (r + dr, c + dc);
+                        if (0..3).contains(&nr) && (0..3).contains(&nc) {
+                            let j = (nr * 3 + nc) as usize;
+                            row = (row + x.narrow(1, j, 1).unwrap().broadcast_mul(&per_channel[k]).unwrap()).unwrap();
+                        }
+                    }
+                }
+                rows.push(row);
+            }
+            Tensor::cat(&rows, 1).unwrap()
+        };
+        check(fused, by_hand, (2, 11, 8));
+        // Weight gradient.
+        let x = Tensor::randn(0f32, 1.0, (2, 11, 8), &dev).unwrap();
+        let ga = fused(&x).sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = by_hand(&x).sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(ga.get(&weight).unwrap(), gb.get(&weight).unwrap()) < 1e-3);
     }
 }
 

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 
 use super::config::{ModelConfig, Positions};
 use super::fused_attention;
-use super::ops::{gelu, masked_softmax, rms_norm};
+use super::ops::{gelu, local_mix, masked_softmax, rms_norm};
 use super::params::{Init, ParamStore};
 
 const INIT_STD: f64 = 0.02;
@@ -138,9 +138,46 @@ impl Attention {
     }
 }
 
+/// Locality for the patch tokens (as in LocalViT's depthwise convolution inside the MLP): each patch adds its
+/// grid neighbours' hidden values, weighted by a learned filter per channel group. Only neighbours that come
+/// earlier in raster order (up-left, up, up-right, left) are used, so the mixing is causal over the patch order
+/// and generative pretraining (next patch from the previous ones) cannot peek. A small transformer from scratch on
+/// small data learns "nearby pixels belong together" slowly; this gives it that bias. Zero-initialised: a new model
+/// starts as the plain transformer.
+pub struct LocalMixing {
+    /// `[groups, taps]` learned weights.
+    weight: Tensor,
+    grid: usize,
+}
+
+/// Neighbour offsets (row, column) of [`LocalMixing`]: the grid neighbours that precede a patch in raster order.
+const LOCAL_TAPS: [(isize, isize); 4] = [(-1, -1), (-1, 0), (-1, 1), (0, -1)];
+/// Channel groups sharing one filter (hidden width / this many channels each).
+const LOCAL_GROUPS: usize = 16;
+
+impl LocalMixing {
+    fn new(p: &mut ParamStore, name: &str, cfg: &ModelConfig, hidden: usize) -> Result<Self> {
+        let groups = LOCAL_GROUPS.min(hidden);
+        if hidden % groups != 0 {
+            candle_core::bail!("local mixing: MLP width {hidden} is not a multiple of {groups} groups");
+        }
+        Ok(LocalMixing { weight: p.get(&format!("{name}.weight"), &[groups, LOCAL_TAPS.len()], Init::Zeros)?, grid: cfg.grid() })
+    }
+
+    /// `h` `[B, T, hidden]` whose first `n` positions are the image's patches in raster order (`n` = 0: none, as
+    /// when decoding continues a cached sequence); the other positions pass through unchanged.
+    fn forward(&self, h: &Tensor, n: usize) -> Result<Tensor> {
+        if n == 0 {
+            return Ok(h.clone());
+        }
+        local_mix(h, &self.weight, self.grid, n, &LOCAL_TAPS)
+    }
+}
+
 pub struct Mlp {
     fc1: Linear,
     fc2: Linear,
+    local: Option<LocalMixing>,
 }
 
 impl Mlp {
@@ -150,13 +187,21 @@ impl Mlp {
         Ok(Mlp {
             fc1: Linear::new(p, &format!("{name}.fc1"), cfg.dim, hidden, INIT_STD, false)?,
             fc2: Linear::new(p, &format!("{name}.fc2"), hidden, cfg.dim, out_std, false)?,
+            local: match cfg.local_mixing {
+                true => Some(LocalMixing::new(p, &format!("{name}.local"), cfg, hidden)?),
+                false => None,
+            },
         })
     }
-}
 
-impl Module for Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&gelu(&self.fc1.forward(x)?)?)
+    /// `patches`: how many leading positions of `x` are the image's patches (see [`LocalMixing::forward`]).
+    fn forward(&self, x: &Tensor, patches: usize) -> Result<Tensor> {
+        let h = gelu(&self.fc1.forward(x)?)?;
+        let h = match &self.local {
+            Some(local) => local.forward(&h, patches)?,
+            None => h,
+        };
+        self.fc2.forward(&h)
     }
 }
 
@@ -184,9 +229,10 @@ impl Block {
         mask: Option<usize>,
         cache: Option<(&Tensor, &Tensor, usize)>,
         record: Option<&mut Vec<Tensor>>,
+        patches: usize,
     ) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.norm1.forward(x)?, mask, cache, record)?)?;
-        &x + self.mlp.forward(&self.norm2.forward(&x)?)?
+        &x + self.mlp.forward(&self.norm2.forward(&x)?, patches)?
     }
 }
 
@@ -299,10 +345,13 @@ impl Transformer {
                 candle_core::bail!("KV cache full: {} + {t} > {}", offset, c.capacity);
             }
         }
+        // Every sequence starts with the image's patches, so a chunk at offset 0 holds them (a cached continuation
+        // holds output tokens only).
+        let patches = if offset == 0 { self.cfg.n_patches().min(t) } else { 0 };
         let mut x = x.clone();
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_ref().map(|c| (&c.keys[i], &c.values[i], offset));
-            x = block.forward(&x, mask, layer_cache, record.as_deref_mut())?;
+            x = block.forward(&x, mask, layer_cache, record.as_deref_mut(), patches)?;
         }
         if let Some(c) = cache.as_mut() {
             c.len += t;
@@ -449,6 +498,67 @@ mod tests {
             let d = max_diff(&h1.narrow(1, pos, 1).unwrap(), &h3.narrow(1, pos, 1).unwrap());
             assert!(d > 1e-4, "position {pos} did not see the changed patch");
         }
+    }
+
+    /// The tiny test model with local mixing, its filters set to random values (they start at zero).
+    fn tiny_local() -> (ModelConfig, Transformer) {
+        let (mut cfg, _) = tiny();
+        cfg.local_mixing = true;
+        let mut p = ParamStore::init(7, &Device::Cpu);
+        let m = Transformer::new(&cfg, &mut p).unwrap();
+        let mut set = 0;
+        for (name, var) in &p.vars {
+            if name.contains(".local.") {
+                var.set(&Tensor::randn(0f32, 0.5, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                set += 1;
+            }
+        }
+        assert_eq!(set, cfg.n_layers);
+        (cfg, m)
+    }
+
+    #[test]
+    fn local_mixing_starts_as_the_plain_model_and_stays_causal_over_patches() {
+        let (cfg, plain) = tiny();
+        let (patches, tokens) = inputs(&cfg);
+        let n = cfg.n_patches();
+        let mask = prefix_len(n + 5, n, &Device::Cpu).unwrap();
+        // Zero-initialised filters, and no other parameter's init moved: the same outputs as the plain model.
+        let mut p = ParamStore::init(7, &Device::Cpu);
+        let fresh = Transformer::new(&ModelConfig { local_mixing: true, ..cfg.clone() }, &mut p).unwrap();
+        let a = plain.forward(Some(&patches), Some(&tokens), Some(mask)).unwrap();
+        let b = fresh.forward(Some(&patches), Some(&tokens), Some(mask)).unwrap();
+        assert_eq!(max_diff(&a, &b), 0.0);
+
+        // Trained (non-zero) filters change the outputs, but with a fully causal order over the patches
+        // (pretraining) a patch still never sees a later one: changing patch j leaves positions < j unchanged.
+        let (_, m) = tiny_local();
+        let causal = prefix_len(n, 1, &Device::Cpu).unwrap();
+        let h1 = m.forward(Some(&patches), None, Some(causal)).unwrap();
+        assert!(max_diff(&h1, &plain.forward(Some(&patches), None, Some(causal)).unwrap()) > 1e-4);
+        for j in [1, cfg.grid() + 1, n / 2, n - 1] {
+            let changed = patches.narrow(1, j, 1).unwrap().affine(-1.0, 0.5).unwrap();
+            let p2 = Tensor::cat(&[&patches.narrow(1, 0, j).unwrap(), &changed, &patches.narrow(1, j + 1, n - j - 1).unwrap()], 1).unwrap();
+            let h2 = m.forward(Some(&p2), None, Some(causal)).unwrap();
+            assert!(max_diff(&h1.narrow(1, 0, j).unwrap(), &h2.narrow(1, 0, j).unwrap()) < 1e-6, "patch {j} leaked backwards");
+            assert!(max_diff(&h1.narrow(1, j, 1).unwrap(), &h2.narrow(1, j, 1).unwrap()) > 1e-4);
+        }
+    }
+
+    #[test]
+    fn kv_cache_matches_full_recomputation_with_local_mixing() {
+        let (cfg, m) = tiny_local();
+        let (patches, tokens) = inputs(&cfg);
+        let n = cfg.n_patches();
+        let full = m.forward(Some(&patches), Some(&tokens), Some(prefix_len(n + 5, n, &Device::Cpu).unwrap())).unwrap();
+        let mut cache = KvCache::new(&cfg, 2, n + cfg.max_output_tokens(), &Device::Cpu).unwrap();
+        let x = m.embed(Some(&patches), Some(&tokens.narrow(1, 0, 1).unwrap()), 0).unwrap();
+        let mut steps = vec![m.forward_embedded(&x, Some(prefix_len(n + 1, n, &Device::Cpu).unwrap()), Some(&mut cache), None).unwrap()];
+        for i in 1..5 {
+            let x = m.embed(None, Some(&tokens.narrow(1, i, 1).unwrap()), i).unwrap();
+            steps.push(m.forward_embedded(&x, None, Some(&mut cache), None).unwrap());
+        }
+        assert!(max_diff(&full, &Tensor::cat(&steps, 1).unwrap()) < 1e-4);
     }
 
     #[test]

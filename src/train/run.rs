@@ -172,8 +172,8 @@ struct LossOptions {
 impl LossOptions {
     /// Validation: the run's noise boxes, random order, and neither auxiliary loss nor smoothing, so val losses
     /// compare across runs with different training losses.
-    fn validation(config: &TrainConfig) -> LossOptions {
-        LossOptions { noise: config.noise_boxes, random_order: 1.0, dense_aux: 0.0, label_smoothing: 0.0 }
+    fn validation(noise: NoiseBoxes) -> LossOptions {
+        LossOptions { noise, random_order: 1.0, dense_aux: 0.0, label_smoothing: 0.0 }
     }
 }
 
@@ -386,11 +386,13 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     if objective != Objective::Pretrain {
         cfg.n_classes = cfg.n_classes.max(class_names.len());
     }
-    if objective == Objective::Detect && resume_meta.is_none() {
-        let most = project.images.iter().filter(|e| e.split == Split::Train).map(|e| e.boxes.len()).max().unwrap_or(1);
-        if most > cfg.max_objects {
-            log::warn!("images with up to {most} boxes; the model keeps {} per image", cfg.max_objects);
-        }
+    let most_objects = project.images.iter().filter(|e| e.split == Split::Train).map(|e| e.boxes.len()).max().unwrap_or(1);
+    if objective == Objective::Detect && resume_meta.is_none() && most_objects > cfg.max_objects {
+        log::warn!("images with up to {most_objects} boxes; the model keeps {} per image", cfg.max_objects);
+    }
+    let (object_order, noise_boxes) = super::worker::crowded_sequences(config.object_order, config.noise_boxes, most_objects);
+    if objective == Objective::Detect {
+        log::info!("detection sequences: {object_order:?} object order, {noise_boxes:?} noise boxes (up to {most_objects} objects per training image)");
     }
     let normalization = match (&resume_meta, &init_meta) {
         (Some(m), _) | (None, Some(m)) => m.normalization,
@@ -487,7 +489,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     let count_limited = by_steps.is_some() || by_epochs.is_some();
     let eval_every = if config.eval_every > 0 { config.eval_every } else { steps_per_epoch.max(total_steps / 10).max(1) };
     let aug = config.augment.unwrap_or_else(|| default_augment(objective, train.len()));
-    let val_loss_options = LossOptions::validation(&config);
+    let val_loss_options = LossOptions::validation(noise_boxes);
     let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let _ = events.send(Event::Started { total_steps, device: device_name(&device), parameters: params });
 
@@ -553,8 +555,8 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             let mut rng = StdRng::seed_from_u64(mix(config.seed, 2 * k + 1));
             let progress = state.step as f64 / total_steps.max(1) as f64;
             let opts = LossOptions {
-                noise: config.noise_boxes,
-                random_order: config.object_order.random_probability(progress),
+                noise: noise_boxes,
+                random_order: object_order.random_probability(progress),
                 dense_aux: config.dense_aux,
                 label_smoothing: config.label_smoothing,
             };
@@ -651,6 +653,21 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
 mod tests {
     use super::*;
     use crate::data::project::{ImageEntry, ImageSource, Task};
+    use crate::train::worker::{crowded_sequences, ObjectOrder, CROWDED_OBJECTS};
+
+    #[test]
+    fn auto_sequences_follow_how_crowded_the_images_are() {
+        let sparse = crowded_sequences(ObjectOrder::Auto, None, CROWDED_OBJECTS);
+        assert_eq!(sparse, (ObjectOrder::Curriculum, NoiseBoxes::Fill));
+        let crowded = crowded_sequences(ObjectOrder::Auto, None, CROWDED_OBJECTS + 1);
+        assert_eq!(crowded, (ObjectOrder::Raster, NoiseBoxes::Match));
+        // Explicit settings win.
+        let chosen = crowded_sequences(ObjectOrder::Random, Some(NoiseBoxes::None), 50);
+        assert_eq!(chosen, (ObjectOrder::Random, NoiseBoxes::None));
+        assert_eq!(ObjectOrder::Raster.random_probability(0.9), 0.0);
+        assert_eq!(ObjectOrder::Curriculum.random_probability(0.1), 0.0);
+        assert_eq!(ObjectOrder::Curriculum.random_probability(0.9), 1.0);
+    }
 
     fn project_of_side(side: u32) -> Project {
         let mut p = Project::new("p", Task::Classify, "/nonexistent");

@@ -75,9 +75,10 @@ pub struct TrainConfig {
     /// Detection only: the order objects are listed in during training.
     #[serde(default)]
     pub object_order: ObjectOrder,
-    /// Detection only: fake boxes after the real ones (Pix2Seq's sequence augmentation).
+    /// Detection only: fake boxes after the real ones (Pix2Seq's sequence augmentation); `None` = by the data
+    /// (see [`crowded_sequences`]).
     #[serde(default)]
-    pub noise_boxes: crate::model::objectives::NoiseBoxes,
+    pub noise_boxes: Option<crate::model::objectives::NoiseBoxes>,
     /// Classification only: label smoothing of the cross-entropy target (0 = off).
     #[serde(default)]
     pub label_smoothing: f64,
@@ -91,8 +92,10 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ObjectOrder {
-    /// Raster order first, then more and more random ([`ObjectOrder::random_probability`]).
+    /// By the data: raster for crowded images, else curriculum (see [`crowded_sequences`]).
     #[default]
+    Auto,
+    /// Raster order first, then more and more random ([`ObjectOrder::random_probability`]).
     Curriculum,
     /// Random order throughout (Pix2Seq).
     Random,
@@ -107,7 +110,7 @@ impl ObjectOrder {
     /// sooner. So raster order for the first fifth, then more and more random, fully random for the last 30 %.
     pub fn random_probability(self, progress: f64) -> f64 {
         match self {
-            ObjectOrder::Curriculum => ((progress - 0.2) / 0.5).clamp(0.0, 1.0),
+            ObjectOrder::Auto | ObjectOrder::Curriculum => ((progress - 0.2) / 0.5).clamp(0.0, 1.0),
             ObjectOrder::Random => 1.0,
             ObjectOrder::Raster => 0.0,
         }
@@ -118,12 +121,33 @@ impl std::str::FromStr for ObjectOrder {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "auto" => Ok(ObjectOrder::Auto),
             "curriculum" => Ok(ObjectOrder::Curriculum),
             "random" => Ok(ObjectOrder::Random),
             "raster" => Ok(ObjectOrder::Raster),
-            other => Err(format!("unknown object order '{other}' (expected curriculum, random or raster)")),
+            other => Err(format!("unknown object order '{other}' (expected auto, curriculum, random or raster)")),
         }
     }
+}
+
+/// Detection data this crowded (the most objects in one training image) trains with raster order and matched
+/// noise boxes when left to `auto`. BCCD (up to 28 cells per image): at the same 1 100 steps, test mAP@0.5 0.067
+/// with raster order and matched noise vs 0.006 with the curriculum and filled noise (see README, Quality);
+/// sparse data (the shapes demo, up to 4 objects) keeps the curriculum and filled noise its tests were tuned with.
+pub const CROWDED_OBJECTS: usize = 10;
+
+/// The object order and noise boxes a detection run uses: the settings, with `auto` decided by the most objects
+/// in one training image (`most`).
+pub fn crowded_sequences(order: ObjectOrder, noise: Option<crate::model::objectives::NoiseBoxes>, most: usize) -> (ObjectOrder, crate::model::objectives::NoiseBoxes) {
+    use crate::model::objectives::NoiseBoxes;
+    let crowded = most > CROWDED_OBJECTS;
+    let order = match order {
+        ObjectOrder::Auto if crowded => ObjectOrder::Raster,
+        ObjectOrder::Auto => ObjectOrder::Curriculum,
+        other => other,
+    };
+    let noise = noise.unwrap_or(if crowded { NoiseBoxes::Match } else { NoiseBoxes::Fill });
+    (order, noise)
 }
 
 /// Shape changes on top of a preset (each `None` keeps the preset's value).
@@ -134,6 +158,7 @@ pub struct ModelOverrides {
     pub n_heads: Option<usize>,
     pub mlp_ratio: Option<usize>,
     pub patch_size: Option<usize>,
+    pub local_mixing: Option<bool>,
 }
 
 impl ModelOverrides {
@@ -147,6 +172,7 @@ impl ModelOverrides {
         cfg.n_layers = self.n_layers.unwrap_or(cfg.n_layers);
         cfg.n_heads = self.n_heads.unwrap_or(cfg.n_heads);
         cfg.mlp_ratio = self.mlp_ratio.unwrap_or(cfg.mlp_ratio);
+        cfg.local_mixing = self.local_mixing.unwrap_or(cfg.local_mixing);
         if let Some(p) = self.patch_size {
             cfg.patch_size = p;
             cfg.image_size = (cfg.image_size / p.max(1)).max(2) * p;
@@ -196,8 +222,8 @@ impl Default for TrainConfig {
             use_gpu: false,
             augment: None,
             dense_aux: DEFAULT_DENSE_AUX,
-            object_order: ObjectOrder::Curriculum,
-            noise_boxes: Default::default(),
+            object_order: ObjectOrder::Auto,
+            noise_boxes: None,
             label_smoothing: 0.0,
             model: ModelOverrides::default(),
         }
