@@ -99,6 +99,9 @@ fn bench_config(preset: &str, image_size: Option<usize>) -> anyhow::Result<Model
         cfg = cfg.with_image_size(s);
     }
     cfg.n_classes = N_CLASSES;
+    // The PyTorch reference (benches/reference) is the plain transformer: compare like with like. Local mixing's
+    // own cost is measured by `tessera train` throughput (README, Speed).
+    cfg.local_mixing = false;
     Ok(cfg)
 }
 

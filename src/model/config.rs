@@ -62,7 +62,8 @@ impl ModelConfig {
             positions: Positions::SinCos,
             norm_eps: 1e-5,
             box_query: true,
-            local_mixing: false,
+            // Shapes detection, tiny, 1500 steps, seed 1: test mAP@0.5 0.513 with, 0.335 without (README, Quality).
+            local_mixing: true,
         };
         match name {
             // Trains usefully in minutes on 2 CPU cores at 32–128 px.

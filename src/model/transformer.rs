@@ -448,6 +448,7 @@ mod tests {
         cfg.dim = 32;
         cfg.n_heads = 4;
         cfg.n_classes = 3;
+        cfg.local_mixing = false;
         let mut p = ParamStore::init(7, &Device::Cpu);
         let m = Transformer::new(&cfg, &mut p).unwrap();
         (cfg, m)
