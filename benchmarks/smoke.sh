@@ -14,8 +14,8 @@ acc=$($BIN eval "$t/digits.ckpt" "$DATA/cls-sklearn-digits" --split test --json 
 floor "$acc" 0.93 "digits accuracy (1.5 min, tiny)"
 
 # Detection on the demo data: a fixed step count (deterministic, unlike a time budget), ~2 minutes on 2 cores.
-# Measured: 0.335 (session 5).
+# Measured: 0.513 (session 6, with local mixing; CI on a fresh clone gave the same figure); 0.335 before it.
 $BIN demo-data --out "$t/demo" >/dev/null
 $BIN train "$t/demo" --task detect --preset tiny --steps 1500 --seed 1 --out "$t/demo.ckpt" >/dev/null
 m=$($BIN eval "$t/demo.ckpt" "$t/demo" --split test --json | json map50)
-floor "$m" 0.25 "demo detection mAP@0.5 (1500 steps, tiny)"
+floor "$m" 0.4 "demo detection mAP@0.5 (1500 steps, tiny)"
