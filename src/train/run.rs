@@ -351,7 +351,8 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         None => config,
     };
     let objective = config.objective;
-    if !config.model.is_empty() && (config.init.is_some() || config.resume.is_some()) {
+    // (A resumed run's stored settings carry the shape it started with: that is fine.)
+    if !config.model.is_empty() && config.init.is_some() && resume_meta.is_none() {
         bail!("the model's shape comes from the checkpoint it starts from: drop the shape settings (dim, layers, heads, mlp ratio, patch size)");
     }
     let init_meta = match (&resume_meta, &config.init) {
