@@ -546,30 +546,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn kv_cache_matches_full_recomputation_with_local_mixing() {
-        let (cfg, m) = tiny_local();
-        let (patches, tokens) = inputs(&cfg);
-        let n = cfg.n_patches();
-        let full = m.forward(Some(&patches), Some(&tokens), Some(prefix_len(n + 5, n, &Device::Cpu).unwrap())).unwrap();
-        let mut cache = KvCache::new(&cfg, 2, n + cfg.max_output_tokens(), &Device::Cpu).unwrap();
-        let x = m.embed(Some(&patches), Some(&tokens.narrow(1, 0, 1).unwrap()), 0).unwrap();
-        let mut steps = vec![m.forward_embedded(&x, Some(prefix_len(n + 1, n, &Device::Cpu).unwrap()), Some(&mut cache), None).unwrap()];
-        for i in 1..5 {
-            let x = m.embed(None, Some(&tokens.narrow(1, i, 1).unwrap()), i).unwrap();
-            steps.push(m.forward_embedded(&x, None, Some(&mut cache), None).unwrap());
-        }
-        assert!(max_diff(&full, &Tensor::cat(&steps, 1).unwrap()) < 1e-4);
-    }
-
-    #[test]
-    fn kv_cache_matches_full_recomputation() {
-        let (cfg, m) = tiny();
-        let (patches, tokens) = inputs(&cfg);
+    /// Decoding one token at a time with the KV cache gives the same states as one full pass.
+    fn assert_cache_matches_recomputation(cfg: &ModelConfig, m: &Transformer) {
+        let (patches, tokens) = inputs(cfg);
         let n = cfg.n_patches();
         let mask = prefix_len(n + 5, n, &Device::Cpu).unwrap();
         let full = m.forward(Some(&patches), Some(&tokens), Some(mask)).unwrap();
-        let mut cache = KvCache::new(&cfg, 2, n + cfg.max_output_tokens(), &Device::Cpu).unwrap();
+        let mut cache = KvCache::new(cfg, 2, n + cfg.max_output_tokens(), &Device::Cpu).unwrap();
         let x = m.embed(Some(&patches), Some(&tokens.narrow(1, 0, 1).unwrap()), 0).unwrap();
         let prefill_mask = prefix_len(n + 1, n, &Device::Cpu).unwrap();
         let mut steps = vec![m.forward_embedded(&x, Some(prefill_mask), Some(&mut cache), None).unwrap()];
@@ -579,5 +562,17 @@ mod tests {
         }
         let incremental = Tensor::cat(&steps, 1).unwrap();
         assert!(max_diff(&full, &incremental) < 1e-4, "{}", max_diff(&full, &incremental));
+    }
+
+    #[test]
+    fn kv_cache_matches_full_recomputation() {
+        let (cfg, m) = tiny();
+        assert_cache_matches_recomputation(&cfg, &m);
+    }
+
+    #[test]
+    fn kv_cache_matches_full_recomputation_with_local_mixing() {
+        let (cfg, m) = tiny_local();
+        assert_cache_matches_recomputation(&cfg, &m);
     }
 }

@@ -367,6 +367,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         bail!("classification needs at least 2 classes (the project has {})", class_names.len());
     }
 
+    // The most objects in one training image: sizes detection sequences and picks their `auto` settings.
+    let most_objects = project.images.iter().filter(|e| e.split == Split::Train).map(|e| e.boxes.len()).max().unwrap_or(1);
+
     // Model config.
     let mut cfg = match (&resume_meta, &init_meta) {
         (Some(m), _) => m.model.clone(),
@@ -378,8 +381,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             c.validate().map_err(|e| anyhow::anyhow!("model shape: {e}"))?;
             if objective == Objective::Detect {
                 // Room for the most crowded training image plus as many noise boxes (sequence augmentation).
-                let most = project.images.iter().filter(|e| e.split == Split::Train).map(|e| e.boxes.len()).max().unwrap_or(1);
-                c.max_objects = (2 * most).clamp(4, 100);
+                c.max_objects = (2 * most_objects).clamp(4, 100);
             }
             c
         }
@@ -387,7 +389,6 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     if objective != Objective::Pretrain {
         cfg.n_classes = cfg.n_classes.max(class_names.len());
     }
-    let most_objects = project.images.iter().filter(|e| e.split == Split::Train).map(|e| e.boxes.len()).max().unwrap_or(1);
     if objective == Objective::Detect && resume_meta.is_none() && most_objects > cfg.max_objects {
         log::warn!("images with up to {most_objects} boxes; the model keeps {} per image", cfg.max_objects);
     }
