@@ -793,9 +793,12 @@ impl AppState {
                 }
             }
             JobResult::PredictorLoaded { path, result } => {
-                if self.loading_checkpoint.as_ref() == Some(&path) {
-                    self.loading_checkpoint = None;
+                // Only the latest request's result counts: a slower, earlier load (say the demo's shipped detector)
+                // must not replace the model the user asked for since, whether that one is still loading or done.
+                if self.loading_checkpoint.as_ref() != Some(&path) {
+                    return;
                 }
+                self.loading_checkpoint = None;
                 match result {
                     Ok(p) => {
                         self.predictor = Some(p);
@@ -1812,5 +1815,33 @@ mod export {
                 put(x1 - t, y);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opening the demo starts loading the shipped detector; a model the user loads meanwhile must win even when
+    /// the detector's load finishes last.
+    #[test]
+    fn an_earlier_model_load_finishing_late_does_not_replace_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = AppPaths { config_dir: dir.path().join("config"), data_dir: dir.path().join("data") };
+        let mut state = AppState::new(paths);
+        let shipped = engine::shipped_checkpoint().expect("the demo detector ships in assets/");
+        let detector = Arc::new(Predictor::load(&shipped).unwrap());
+        let wanted = dir.path().join("wanted.ckpt");
+        state.loading_checkpoint = Some(wanted.clone());
+        state.on_job(JobResult::PredictorLoaded { path: shipped.clone(), result: Ok(detector.clone()) });
+        assert!(state.predictor.is_none(), "the superseded load is dropped");
+        assert_eq!(state.loading_checkpoint.as_ref(), Some(&wanted), "still waiting for the latest request");
+        state.loading_checkpoint = None; // the wanted model arrived first; the detector's result comes after
+        state.on_job(JobResult::PredictorLoaded { path: shipped.clone(), result: Ok(detector.clone()) });
+        assert!(state.predictor.is_none(), "a result nobody waits for any more is dropped");
+        state.loading_checkpoint = Some(shipped.clone());
+        state.on_job(JobResult::PredictorLoaded { path: shipped.clone(), result: Ok(detector) });
+        assert!(state.predictor.is_some() && state.loading_checkpoint.is_none(), "the latest request's result is used");
+        assert_eq!(state.checkpoint.as_ref(), Some(&shipped));
     }
 }
