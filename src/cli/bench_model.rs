@@ -390,7 +390,7 @@ pub fn infer(a: &ModelBenchArgs) -> anyhow::Result<Value> {
                     continue;
                 }
                 eprintln!("bench infer: {preset} detect batch {b} kv_cache={} ...", !no_cache);
-                let opts = DecodeOptions { max_objects: cfg.max_objects, top_p: None, seed: 0, no_cache };
+                let opts = DecodeOptions { max_objects: cfg.max_objects, min_objects: 0, top_p: None, seed: 0, no_cache };
                 let mut boxes = 0;
                 let t = time_calls(
                     || {

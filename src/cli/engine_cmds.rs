@@ -90,8 +90,8 @@ pub struct RunArgs {
     /// Use a CUDA GPU if this build has one.
     #[arg(long)]
     pub gpu: bool,
-    /// Data augmentation: "default" (per task), "none", or a comma list of hflip, dihedral, shift=F (e.g.
-    /// "hflip,shift=0.1"; dihedral = flips and 90° rotations).
+    /// Data augmentation: "default" (per task), "none", or a comma list of hflip, dihedral, shift=F, scale=LO-HI
+    /// (e.g. "hflip,shift=0.1,scale=0.7-1.4"; dihedral = flips and 90° rotations; scale = zoom jitter).
     #[arg(long, default_value = "default")]
     pub augment: String,
     /// Print a JSON summary at the end instead of a progress bar.
@@ -144,6 +144,15 @@ pub struct PredictArgs {
     /// Nucleus sampling for detection decoding (default greedy).
     #[arg(long)]
     pub top_p: Option<f32>,
+    /// Detection: at most this many boxes per image.
+    #[arg(long, default_value_t = PredictOptions::default().max_objects)]
+    pub max_objects: usize,
+    /// Detection: decode at least this many boxes per image (EOS not allowed before; extra boxes score low).
+    #[arg(long, default_value_t = PredictOptions::default().min_objects)]
+    pub min_objects: usize,
+    /// Detection: non-maximum suppression IoU (0 turns it off).
+    #[arg(long, default_value_t = PredictOptions::default().nms_iou.unwrap_or(0.0))]
+    pub nms_iou: f32,
 }
 
 fn open_data(path: &std::path::Path) -> anyhow::Result<Project> {
@@ -162,7 +171,14 @@ fn parse_augment(s: &str) -> anyhow::Result<Option<Augment>> {
             None if part == "hflip" => a.hflip = true,
             None if part == "dihedral" => a.dihedral = true,
             Some(("shift", v)) => a.translate = v.parse().with_context(|| format!("--augment: bad shift '{v}'"))?,
-            _ => anyhow::bail!("--augment: unknown '{part}' (expected default, none, hflip, dihedral, shift=F)"),
+            Some(("scale", v)) => {
+                let bad = || format!("--augment: bad scale '{v}' (expected LO-HI, e.g. 0.7-1.4)");
+                let (lo, hi) = v.split_once('-').with_context(bad)?;
+                let (lo, hi): (f32, f32) = (lo.parse().with_context(bad)?, hi.parse().with_context(bad)?);
+                anyhow::ensure!(0.1 <= lo && lo <= hi && hi <= 10.0, "{}", bad());
+                a.scale = (lo, hi);
+            }
+            _ => anyhow::bail!("--augment: unknown '{part}' (expected default, none, hflip, dihedral, shift=F, scale=LO-HI)"),
         }
     }
     Ok(Some(a))
@@ -310,7 +326,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!a.images.is_empty(), "give at least one image to predict");
     let predictor = Predictor::load(&a.checkpoint)?;
-    let opts = PredictOptions { threshold: a.threshold, top_p: a.top_p, ..PredictOptions::default() };
+    let opts = PredictOptions {
+        threshold: a.threshold,
+        top_p: a.top_p,
+        max_objects: a.max_objects,
+        min_objects: a.min_objects,
+        nms_iou: (a.nms_iou > 0.0).then_some(a.nms_iou),
+    };
     let names = predictor.class_names().to_vec();
     let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
     let mut out = vec![];

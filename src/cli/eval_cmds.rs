@@ -25,6 +25,9 @@ pub struct EvalArgs {
     /// Detection: at most this many objects per image.
     #[arg(long, default_value_t = PredictOptions::default().max_objects)]
     pub max_objects: usize,
+    /// Detection: decode at least this many boxes per image (EOS not allowed before; extra boxes score low).
+    #[arg(long, default_value_t = PredictOptions::default().min_objects)]
+    pub min_objects: usize,
     /// Images per prediction batch.
     #[arg(long, default_value_t = DEFAULT_EVAL_BATCH)]
     pub batch_size: usize,
@@ -38,7 +41,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..=1.0).contains(&a.threshold), "--threshold must be within 0..=1 (got {})", a.threshold);
     let predictor = Predictor::load(&a.checkpoint)?;
     let (project, _import) = open_project_or_dataset(&a.data).with_context(|| format!("opening {}", a.data.display()))?;
-    let opts = PredictOptions { threshold: a.threshold, max_objects: a.max_objects, ..PredictOptions::default() };
+    let opts = PredictOptions { threshold: a.threshold, max_objects: a.max_objects, min_objects: a.min_objects, ..PredictOptions::default() };
 
     let bar = if a.json {
         indicatif::ProgressBar::hidden()

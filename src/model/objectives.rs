@@ -404,6 +404,9 @@ pub struct RawDetection {
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {
     pub max_objects: usize,
+    /// EOS is not allowed before this many boxes (Pix2Seq's recall trick: boxes the model would not have written
+    /// come with low scores, so they add recall at the bottom of the ranking without hurting precision above it).
+    pub min_objects: usize,
     /// Nucleus sampling; `None` = greedy.
     pub top_p: Option<f32>,
     pub seed: u64,
@@ -485,6 +488,7 @@ pub fn detect_decode(model: &Transformer, patches: &Tensor, opts: &DecodeOptions
                 continue;
             }
             let allowed: Vec<u32> = match field {
+                0 if results[i].len() < opts.min_objects => bins.clone(),
                 0 => first.clone(),
                 // ymax below ymin / xmax left of xmin is impossible: only bins after the minimum.
                 2 | 3 => bins[(current[i][field - 2] + 1).min(v.n_bins - 1)..].to_vec(),
@@ -679,7 +683,7 @@ mod tests {
         let mut p = ParamStore::init(3, &Device::Cpu);
         let m = Transformer::new(&c, &mut p).unwrap();
         let patches = Tensor::randn(0f32, 1.0, (2, c.n_patches(), c.patch_dim()), &Device::Cpu).unwrap();
-        let mut opts = DecodeOptions { max_objects: 4, top_p: None, seed: 0, no_cache: false };
+        let mut opts = DecodeOptions { max_objects: 4, min_objects: 0, top_p: None, seed: 0, no_cache: false };
         let cached = detect_decode(&m, &patches, &opts).unwrap();
         opts.no_cache = true;
         let full = detect_decode(&m, &patches, &opts).unwrap();

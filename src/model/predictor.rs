@@ -14,6 +14,8 @@ pub struct PredictOptions {
     pub threshold: f32,
     /// At most this many objects per image.
     pub max_objects: usize,
+    /// Detection: keep decoding (EOS not allowed) until this many boxes; low-scoring extra boxes add recall.
+    pub min_objects: usize,
     /// Nucleus sampling for detection decoding; `None` = greedy.
     pub top_p: Option<f32>,
     /// Non-maximum suppression IoU; `None` = off.
@@ -22,7 +24,7 @@ pub struct PredictOptions {
 
 impl Default for PredictOptions {
     fn default() -> Self {
-        PredictOptions { threshold: 0.3, max_objects: 30, top_p: None, nms_iou: Some(0.6) }
+        PredictOptions { threshold: 0.3, max_objects: 30, min_objects: 0, top_p: None, nms_iou: Some(0.6) }
     }
 }
 

@@ -106,7 +106,7 @@ impl PredictorImpl {
                     out.extend(probs.into_iter().map(|probs| Prediction { probs, detections: vec![] }));
                 }
                 _ => {
-                    let dopts = DecodeOptions { max_objects: opts.max_objects, top_p: opts.top_p, seed: 0, no_cache: false };
+                    let dopts = DecodeOptions { max_objects: opts.max_objects, min_objects: opts.min_objects, top_p: opts.top_p, seed: 0, no_cache: false };
                     let dets = objectives::detect_decode(&self.model, &patches, &dopts)?;
                     for (d, lb) in dets.into_iter().zip(&boxes) {
                         let d = match opts.nms_iou {
@@ -139,7 +139,7 @@ impl PredictorImpl {
             Objective::Detect => {
                 // Decode greedily with full recomputation to get the prefix of object `object`'s class token.
                 let want = object.unwrap_or(0);
-                let dopts = DecodeOptions { max_objects: want + 1, top_p: None, seed: 0, no_cache: false };
+                let dopts = DecodeOptions { max_objects: want + 1, min_objects: 0, top_p: None, seed: 0, no_cache: false };
                 let dets = objectives::detect_decode(&self.model, &patches, &dopts)?;
                 let v = cfg.vocab();
                 let mut toks = vec![vocab::TASK_DETECT];

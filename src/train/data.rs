@@ -184,11 +184,23 @@ pub struct Augment {
     pub dihedral: bool,
     /// Largest random shift as a fraction of the input size.
     pub translate: f32,
+    /// Scale jitter: the image is zoomed by a factor drawn log-uniformly from this range (above 1 zooms in and
+    /// crops, below 1 zooms out inside a border) at a random place. `(1, 1)` = off.
+    #[serde(default = "no_scale")]
+    pub scale: (f32, f32),
+}
+
+fn no_scale() -> (f32, f32) {
+    (1.0, 1.0)
 }
 
 impl Augment {
     pub fn none() -> Augment {
-        Augment { hflip: false, dihedral: false, translate: 0.0 }
+        Augment { hflip: false, dihedral: false, translate: 0.0, scale: no_scale() }
+    }
+
+    fn jitters_scale(&self) -> bool {
+        self.scale.0 < self.scale.1 || self.scale.0 != 1.0
     }
 }
 
@@ -201,8 +213,8 @@ pub struct Batch {
     pub indices: Vec<usize>,
 }
 
-/// Transforms one item: integer shift (zero fill) + optional flips/rotation; boxes follow, and boxes left less than
-/// half visible are dropped.
+/// Transforms one item: optional zoom (bilinear) at a random place, integer shift (zero fill), optional
+/// flips/rotation; boxes follow, clipped to the image, and boxes left less than half visible are dropped.
 fn augment_item(item: &Item, size: usize, aug: &Augment, rng: &mut StdRng) -> (Vec<f32>, Vec<Object>) {
     let max_shift = (aug.translate * size as f32) as i64;
     let (dx, dy) = if max_shift > 0 {
@@ -212,7 +224,19 @@ fn augment_item(item: &Item, size: usize, aug: &Augment, rng: &mut StdRng) -> (V
     };
     let hflip = aug.hflip && rng.random_bool(0.5);
     let (vflip, transpose) = if aug.dihedral { (rng.random_bool(0.5), rng.random_bool(0.5)) } else { (false, false) };
-    if dx == 0 && dy == 0 && !hflip && !vflip && !transpose {
+    let sf = size as f32;
+    // Zoom by `r` with the zoomed image's corner at `(ox, oy)`: source point p lands at p * r + o.
+    let (r, ox, oy) = if aug.jitters_scale() {
+        let (lo, hi) = (aug.scale.0.max(0.05), aug.scale.1.max(aug.scale.0).max(0.05));
+        let r = if hi > lo { (rng.random_range(lo.ln()..hi.ln())).exp() } else { lo };
+        let slack = sf - r * sf; // negative when zooming in: the part that falls outside
+        let mut place = || if slack.abs() < 1e-3 { 0.0 } else { rng.random_range(slack.min(0.0)..=slack.max(0.0)) };
+        (r, place(), place())
+    } else {
+        (1.0, 0.0, 0.0)
+    };
+    let zoomed = r != 1.0 || ox != 0.0 || oy != 0.0;
+    if dx == 0 && dy == 0 && !hflip && !vflip && !transpose && !zoomed {
         return (item.pixels.clone(), item.objects.clone());
     }
     let s = size as i64;
@@ -234,19 +258,38 @@ fn augment_item(item: &Item, size: usize, aug: &Augment, rng: &mut StdRng) -> (V
             if sx < 0 || sy < 0 || sx >= s || sy >= s {
                 continue;
             }
-            let (o, i) = ((y * s + x) as usize, (sy * s + sx) as usize);
-            for c in 0..3 {
-                out[c * plane + o] = item.pixels[c * plane + i];
+            let o = (y * s + x) as usize;
+            if zoomed {
+                // Pixel centres: the zoomed pixel sx covers source [(sx - ox) / r, (sx + 1 - ox) / r).
+                let u = (sx as f32 + 0.5 - ox) / r - 0.5;
+                let v = (sy as f32 + 0.5 - oy) / r - 0.5;
+                if u < -0.5 || v < -0.5 || u > sf - 0.5 || v > sf - 0.5 {
+                    continue;
+                }
+                let (u0, v0) = (u.floor().max(0.0), v.floor().max(0.0));
+                let (fu, fv) = ((u - u0).clamp(0.0, 1.0), (v - v0).clamp(0.0, 1.0));
+                let (u0, v0) = ((u0 as usize).min(size - 1), (v0 as usize).min(size - 1));
+                let (u1, v1) = ((u0 + 1).min(size - 1), (v0 + 1).min(size - 1));
+                for c in 0..3 {
+                    let px = |yy: usize, xx: usize| item.pixels[c * plane + yy * size + xx];
+                    let top = px(v0, u0) * (1.0 - fu) + px(v0, u1) * fu;
+                    let bottom = px(v1, u0) * (1.0 - fu) + px(v1, u1) * fu;
+                    out[c * plane + o] = top * (1.0 - fv) + bottom * fv;
+                }
+            } else {
+                let i = (sy * s + sx) as usize;
+                for c in 0..3 {
+                    out[c * plane + o] = item.pixels[c * plane + i];
+                }
             }
         }
     }
-    let sf = size as f32;
     let objects = item
         .objects
         .iter()
         .filter_map(|o| {
-            let (mut x0, mut y0, mut x1, mut y1) = (o.xmin, o.ymin, o.xmax, o.ymax);
-            // Forward transform is the inverse sequence in reverse: transpose, vflip, hflip, shift.
+            let (mut x0, mut y0, mut x1, mut y1) = (o.xmin * r + ox, o.ymin * r + oy, o.xmax * r + ox, o.ymax * r + oy);
+            // Forward transform is the inverse sequence in reverse: zoom, transpose, vflip, hflip, shift.
             if transpose {
                 (x0, y0, x1, y1) = (y0, x0, y1, x1);
             }
@@ -356,7 +399,7 @@ mod tests {
             class: None,
             objects: vec![Object { xmin: 9.0, ymin: 2.0, xmax: 13.0, ymax: 5.0, class: 0 }],
         };
-        let aug = Augment { hflip: true, dihedral: true, translate: 0.1 };
+        let aug = Augment { hflip: true, dihedral: true, translate: 0.1, scale: (1.0, 1.0) };
         for seed in 0..20 {
             let (p, objs) = augment_item(&item, size, &aug, &mut StdRng::seed_from_u64(seed));
             let o = objs[0];
@@ -372,6 +415,49 @@ mod tests {
             assert_eq!(inside, total, "seed {seed}: box {o:?} does not cover the moved pixels");
             assert_eq!(total, 12.0);
         }
+    }
+
+    #[test]
+    fn zoom_jitter_moves_boxes_with_pixels() {
+        // A bright block; after zooming in or out at a random place (with flips), the block's box must still hold
+        // (nearly) all of its brightness, and the boxes must change size.
+        let size = 32;
+        let mut pixels = vec![0f32; 3 * size * size];
+        for y in 10..18 {
+            for x in 12..22 {
+                pixels[y * size + x] = 1.0;
+            }
+        }
+        let item = Item {
+            index: 0,
+            pixels,
+            letterbox: Letterbox::uniform(32, 32, 32).0,
+            class: None,
+            objects: vec![Object { xmin: 12.0, ymin: 10.0, xmax: 22.0, ymax: 18.0, class: 0 }],
+        };
+        let aug = Augment { hflip: true, dihedral: true, translate: 0.0, scale: (0.5, 2.0) };
+        let mut widths = vec![];
+        for seed in 0..40 {
+            let (p, objs) = augment_item(&item, size, &aug, &mut StdRng::seed_from_u64(seed));
+            let Some(o) = objs.first() else { continue }; // zoomed in so far that the block left the view
+            let (mut inside, mut total) = (0.0, 0.0);
+            for y in 0..size {
+                for x in 0..size {
+                    let v = p[y * size + x];
+                    total += v;
+                    let (cx, cy) = (x as f32 + 0.5, y as f32 + 0.5);
+                    // Bilinear sampling spreads an edge over up to one pixel.
+                    if cx >= o.xmin - 1.0 && cx <= o.xmax + 1.0 && cy >= o.ymin - 1.0 && cy <= o.ymax + 1.0 {
+                        inside += v;
+                    }
+                }
+            }
+            assert!(total > 0.0 && inside >= 0.99 * total, "seed {seed}: box {o:?} holds {inside} of {total}");
+            widths.push(((o.xmax - o.xmin).min(o.ymax - o.ymin) * 10.0).round() as i32);
+        }
+        widths.sort();
+        widths.dedup();
+        assert!(widths.len() > 5, "the zoom varies the box sizes: {widths:?}");
     }
 
     #[test]

@@ -108,10 +108,10 @@ pub const CLASSIFY_SHIFT_BELOW: usize = 5000;
 /// shifts only small training sets (`CLASSIFY_SHIFT_BELOW`).
 pub fn default_augment(objective: Objective, train_images: usize) -> Augment {
     match objective {
-        Objective::Classify if train_images < CLASSIFY_SHIFT_BELOW => Augment { hflip: false, dihedral: false, translate: 0.08 },
+        Objective::Classify if train_images < CLASSIFY_SHIFT_BELOW => Augment { translate: 0.08, ..Augment::none() },
         Objective::Classify => Augment::none(),
-        Objective::Detect => Augment { hflip: true, dihedral: true, translate: 0.1 },
-        Objective::Pretrain => Augment { hflip: true, dihedral: true, translate: 0.0 },
+        Objective::Detect => Augment { hflip: true, dihedral: true, translate: 0.1, scale: (1.0, 1.0) },
+        Objective::Pretrain => Augment { hflip: true, dihedral: true, ..Augment::none() },
     }
 }
 
@@ -265,7 +265,7 @@ fn evaluate(
                 }
             }
             Objective::Detect => {
-                let opts = DecodeOptions { max_objects: cfg.max_objects, top_p: None, seed: 0, no_cache: false };
+                let opts = DecodeOptions { max_objects: cfg.max_objects, min_objects: 0, top_p: None, seed: 0, no_cache: false };
                 let dets = objectives::detect_decode(model, &patches, &opts)?;
                 for (k, d) in dets.into_iter().enumerate() {
                     let d = objectives::nms(d, 0.7);
