@@ -102,6 +102,7 @@ fn bench_config(preset: &str, image_size: Option<usize>) -> anyhow::Result<Model
     // The PyTorch reference (benches/reference) is the plain transformer: compare like with like. Local mixing's
     // own cost is measured by `tessera train` throughput (README, Speed).
     cfg.local_mixing = false;
+    cfg.local_mixing_full = false;
     Ok(cfg)
 }
 

@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// Model shape: local mixing of neighbouring patches in every MLP (true/false; default: the preset's).
     #[arg(long, value_name = "BOOL")]
     pub local_mixing: Option<bool>,
+    /// Model shape: local mixing also reads the following neighbours where the patches see each other both ways
+    /// (classification, detection; true/false; default: the preset's).
+    #[arg(long, value_name = "BOOL")]
+    pub local_mixing_full: Option<bool>,
     /// Square model input size in pixels (default: from the data and the preset).
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -202,7 +206,7 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
             other => Some(other.parse().map_err(anyhow::Error::msg).context("--noise-boxes")?),
         },
         label_smoothing: a.label_smoothing,
-        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing },
+        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full },
         grad_accum: a.grad_accum,
         ema: a.ema,
         early_stop_patience: a.patience,

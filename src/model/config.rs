@@ -42,6 +42,11 @@ pub struct ModelConfig {
     /// neighbours through a learned depthwise filter. False for checkpoints from before it existed.
     #[serde(default)]
     pub local_mixing: bool,
+    /// Local mixing also reads the following neighbours (right, down-left, down, down-right) wherever all patches
+    /// see each other (classification, detection); pretraining's causal order keeps to the preceding four. False
+    /// for checkpoints from before it existed.
+    #[serde(default)]
+    pub local_mixing_full: bool,
 }
 
 impl ModelConfig {
@@ -64,6 +69,7 @@ impl ModelConfig {
             box_query: true,
             // Shapes detection, tiny, 1500 steps, seed 1: test mAP@0.5 0.513 with, 0.335 without (README, Quality).
             local_mixing: true,
+            local_mixing_full: false,
         };
         match name {
             // Trains usefully in minutes on 2 CPU cores at 32–128 px.

@@ -538,15 +538,21 @@ mod tests {
 
     #[test]
     fn local_mix_matches_its_composed_version_and_gradients() {
-        const TAPS: [(isize, isize); 4] = [(-1, -1), (-1, 0), (-1, 1), (0, -1)];
+        static CAUSAL: [(isize, isize); 4] = [(-1, -1), (-1, 0), (-1, 1), (0, -1)];
+        static ALL: [(isize, isize); 8] = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)];
+        check_local_mix(&CAUSAL);
+        check_local_mix(&ALL);
+    }
+
+    fn check_local_mix(taps: &'static [(isize, isize)]) {
         let dev = Device::Cpu;
         // 3×3 grid of patches, then 2 output tokens; 8 channels in 4 groups.
-        let weight = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 4), &dev).unwrap()).unwrap();
-        let fused = |x: &Tensor| local_mix(x, weight.as_tensor(), 3, 9, &TAPS).unwrap();
+        let weight = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, taps.len()), &dev).unwrap()).unwrap();
+        let fused = |x: &Tensor| local_mix(x, weight.as_tensor(), 3, 9, taps).unwrap();
         // Reference by hand: shifted copies of the grid, weighted per channel group.
         let by_hand = |x: &Tensor| {
             // Tap k's weight for channel c is weight[c / 2, k].
-            let per_channel: Vec<Tensor> = (0..4)
+            let per_channel: Vec<Tensor> = (0..taps.len())
                 .map(|k| weight.as_tensor().narrow(1, k, 1).unwrap().broadcast_as((4, 2)).unwrap().contiguous().unwrap().reshape(8).unwrap())
                 .collect();
             let mut rows = vec![];
@@ -554,7 +560,7 @@ mod tests {
                 let mut row = x.narrow(1, i, 1).unwrap();
                 if i < 9 {
                     let (r, c) = ((i / 3) as isize, (i % 3) as isize);
-                    for (k, (dr, dc)) in TAPS.iter().enumerate() {
+                    for (k, (dr, dc)) in taps.iter().enumerate() {
                         let (nr, nc) = (r + dr, c + dc);
                         if (0..3).contains(&nr) && (0..3).contains(&nc) {
                             let j = (nr * 3 + nc) as usize;

@@ -145,13 +145,15 @@ impl Attention {
 /// small data learns "nearby pixels belong together" slowly; this gives it that bias. Zero-initialised: a new model
 /// starts as the plain transformer.
 pub struct LocalMixing {
-    /// `[groups, taps]` learned weights.
+    /// `[groups, taps]` learned weights: the four causal taps, then (with `local_mixing_full`) the four following.
     weight: Tensor,
     grid: usize,
 }
 
-/// Neighbour offsets (row, column) of [`LocalMixing`]: the grid neighbours that precede a patch in raster order.
-const LOCAL_TAPS: [(isize, isize); 4] = [(-1, -1), (-1, 0), (-1, 1), (0, -1)];
+/// Neighbour offsets (row, column) of [`LocalMixing`]: first the grid neighbours that precede a patch in raster
+/// order (all that pretraining's causal order may read), then those that follow it.
+static LOCAL_TAPS: [(isize, isize); 8] = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)];
+const CAUSAL_TAPS: usize = 4;
 /// Channel groups sharing one filter (hidden width / this many channels each).
 const LOCAL_GROUPS: usize = 16;
 
@@ -161,16 +163,23 @@ impl LocalMixing {
         if hidden % groups != 0 {
             candle_core::bail!("local mixing: MLP width {hidden} is not a multiple of {groups} groups");
         }
-        Ok(LocalMixing { weight: p.get(&format!("{name}.weight"), &[groups, LOCAL_TAPS.len()], Init::Zeros)?, grid: cfg.grid() })
+        let taps = if cfg.local_mixing_full { LOCAL_TAPS.len() } else { CAUSAL_TAPS };
+        Ok(LocalMixing { weight: p.get(&format!("{name}.weight"), &[groups, taps], Init::Zeros)?, grid: cfg.grid() })
     }
 
     /// `h` `[B, T, hidden]` whose first `n` positions are the image's patches in raster order (`n` = 0: none, as
-    /// when decoding continues a cached sequence); the other positions pass through unchanged.
-    fn forward(&self, h: &Tensor, n: usize) -> Result<Tensor> {
+    /// when decoding continues a cached sequence); the other positions pass through unchanged. `both_ways`: the
+    /// patches see each other in both directions (else only the causal taps are used).
+    fn forward(&self, h: &Tensor, n: usize, both_ways: bool) -> Result<Tensor> {
         if n == 0 {
             return Ok(h.clone());
         }
-        local_mix(h, &self.weight, self.grid, n, &LOCAL_TAPS)
+        let taps = self.weight.dim(1)?;
+        if both_ways && taps == LOCAL_TAPS.len() {
+            local_mix(h, &self.weight, self.grid, n, &LOCAL_TAPS)
+        } else {
+            local_mix(h, &self.weight.narrow(1, 0, CAUSAL_TAPS)?, self.grid, n, &LOCAL_TAPS[..CAUSAL_TAPS])
+        }
     }
 }
 
@@ -195,10 +204,10 @@ impl Mlp {
     }
 
     /// `patches`: how many leading positions of `x` are the image's patches (see [`LocalMixing::forward`]).
-    fn forward(&self, x: &Tensor, patches: usize) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, patches: usize, both_ways: bool) -> Result<Tensor> {
         let h = gelu(&self.fc1.forward(x)?)?;
         let h = match &self.local {
-            Some(local) => local.forward(&h, patches)?,
+            Some(local) => local.forward(&h, patches, both_ways)?,
             None => h,
         };
         self.fc2.forward(&h)
@@ -232,7 +241,9 @@ impl Block {
         patches: usize,
     ) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.norm1.forward(x)?, mask, cache, record)?)?;
-        &x + self.mlp.forward(&self.norm2.forward(&x)?, patches)?
+        // The patches see each other both ways when all of them are in the bidirectional prefix.
+        let both_ways = mask.is_none_or(|prefix| prefix >= patches);
+        &x + self.mlp.forward(&self.norm2.forward(&x)?, patches, both_ways)?
     }
 }
 
@@ -505,6 +516,7 @@ mod tests {
     fn tiny_local() -> (ModelConfig, Transformer) {
         let (mut cfg, _) = tiny();
         cfg.local_mixing = true;
+        cfg.local_mixing_full = true; // all eight taps, so the causality test below covers the following ones too
         let mut p = ParamStore::init(7, &Device::Cpu);
         let m = Transformer::new(&cfg, &mut p).unwrap();
         let mut set = 0;
@@ -526,7 +538,7 @@ mod tests {
         let mask = prefix_len(n + 5, n, &Device::Cpu).unwrap();
         // Zero-initialised filters, and no other parameter's init moved: the same outputs as the plain model.
         let mut p = ParamStore::init(7, &Device::Cpu);
-        let fresh = Transformer::new(&ModelConfig { local_mixing: true, ..cfg.clone() }, &mut p).unwrap();
+        let fresh = Transformer::new(&ModelConfig { local_mixing: true, local_mixing_full: true, ..cfg.clone() }, &mut p).unwrap();
         let a = plain.forward(Some(&patches), Some(&tokens), Some(mask)).unwrap();
         let b = fresh.forward(Some(&patches), Some(&tokens), Some(mask)).unwrap();
         assert_eq!(max_diff(&a, &b), 0.0);
@@ -544,6 +556,30 @@ mod tests {
             assert!(max_diff(&h1.narrow(1, 0, j).unwrap(), &h2.narrow(1, 0, j).unwrap()) < 1e-6, "patch {j} leaked backwards");
             assert!(max_diff(&h1.narrow(1, j, 1).unwrap(), &h2.narrow(1, j, 1).unwrap()) > 1e-4);
         }
+    }
+
+    #[test]
+    fn full_local_mixing_reads_the_following_neighbours_only_where_patches_see_both_ways() {
+        let (cfg, plain) = tiny();
+        let cfg = ModelConfig { local_mixing: true, local_mixing_full: true, ..cfg };
+        let mut p = ParamStore::init(7, &Device::Cpu);
+        let m = Transformer::new(&cfg, &mut p).unwrap();
+        // Only the four following taps are non-zero.
+        for (name, var) in &p.vars {
+            if name.contains(".local.") {
+                let (groups, taps) = var.as_tensor().dims2().unwrap();
+                let w: Vec<f32> = (0..groups * taps).map(|i| if i % taps >= 4 { 0.5 } else { 0.0 }).collect();
+                var.set(&Tensor::from_vec(w, (groups, taps), &Device::Cpu).unwrap()).unwrap();
+            }
+        }
+        let (patches, tokens) = inputs(&cfg);
+        let n = cfg.n_patches();
+        let both_ways = prefix_len(n + 5, n, &Device::Cpu).unwrap();
+        let a = m.forward(Some(&patches), Some(&tokens), Some(both_ways)).unwrap();
+        assert!(max_diff(&a, &plain.forward(Some(&patches), Some(&tokens), Some(both_ways)).unwrap()) > 1e-4);
+        let causal = prefix_len(n, 1, &Device::Cpu).unwrap();
+        let b = m.forward(Some(&patches), None, Some(causal)).unwrap();
+        assert_eq!(max_diff(&b, &plain.forward(Some(&patches), None, Some(causal)).unwrap()), 0.0);
     }
 
     /// Decoding one token at a time with the KV cache gives the same states as one full pass.

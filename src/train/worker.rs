@@ -159,6 +159,8 @@ pub struct ModelOverrides {
     pub mlp_ratio: Option<usize>,
     pub patch_size: Option<usize>,
     pub local_mixing: Option<bool>,
+    #[serde(default)]
+    pub local_mixing_full: Option<bool>,
 }
 
 impl ModelOverrides {
@@ -173,6 +175,7 @@ impl ModelOverrides {
         cfg.n_heads = self.n_heads.unwrap_or(cfg.n_heads);
         cfg.mlp_ratio = self.mlp_ratio.unwrap_or(cfg.mlp_ratio);
         cfg.local_mixing = self.local_mixing.unwrap_or(cfg.local_mixing);
+        cfg.local_mixing_full = cfg.local_mixing && self.local_mixing_full.unwrap_or(cfg.local_mixing_full);
         if let Some(p) = self.patch_size {
             cfg.patch_size = p;
             cfg.image_size = (cfg.image_size / p.max(1)).max(2) * p;
