@@ -382,23 +382,29 @@ mod tests {
         assert_eq!((pixels[20 * 64], pixels[21 * 64], pixels[41 * 64], pixels[42 * 64]), (0.0, -2.0, -2.0, 0.0));
     }
 
+    /// A `size`² item, black but for a bright block (first channel) that is also its one object's box.
+    fn bright_block(size: usize, xs: std::ops::Range<usize>, ys: std::ops::Range<usize>) -> Item {
+        let mut pixels = vec![0f32; 3 * size * size];
+        for y in ys.clone() {
+            for x in xs.clone() {
+                pixels[y * size + x] = 1.0;
+            }
+        }
+        let (xmin, xmax, ymin, ymax) = (xs.start as f32, xs.end as f32, ys.start as f32, ys.end as f32);
+        Item {
+            index: 0,
+            pixels,
+            letterbox: Letterbox::uniform(size as u32, size as u32, size).0,
+            class: None,
+            objects: vec![Object { xmin, ymin, xmax, ymax, class: 0 }],
+        }
+    }
+
     #[test]
     fn augmentation_moves_boxes_with_pixels() {
         // A single bright pixel block at a known box; after any transform the box must still cover it.
         let size = 16;
-        let mut pixels = vec![0f32; 3 * size * size];
-        for y in 2..5 {
-            for x in 9..13 {
-                pixels[y * size + x] = 1.0;
-            }
-        }
-        let item = Item {
-            index: 0,
-            pixels,
-            letterbox: Letterbox::uniform(16, 16, 16).0,
-            class: None,
-            objects: vec![Object { xmin: 9.0, ymin: 2.0, xmax: 13.0, ymax: 5.0, class: 0 }],
-        };
+        let item = bright_block(size, 9..13, 2..5);
         let aug = Augment { hflip: true, dihedral: true, translate: 0.1, scale: (1.0, 1.0) };
         for seed in 0..20 {
             let (p, objs) = augment_item(&item, size, &aug, &mut StdRng::seed_from_u64(seed));
@@ -422,19 +428,7 @@ mod tests {
         // A bright block; after zooming in or out at a random place (with flips), the block's box must still hold
         // (nearly) all of its brightness, and the boxes must change size.
         let size = 32;
-        let mut pixels = vec![0f32; 3 * size * size];
-        for y in 10..18 {
-            for x in 12..22 {
-                pixels[y * size + x] = 1.0;
-            }
-        }
-        let item = Item {
-            index: 0,
-            pixels,
-            letterbox: Letterbox::uniform(32, 32, 32).0,
-            class: None,
-            objects: vec![Object { xmin: 12.0, ymin: 10.0, xmax: 22.0, ymax: 18.0, class: 0 }],
-        };
+        let item = bright_block(size, 12..22, 10..18);
         let aug = Augment { hflip: true, dihedral: true, translate: 0.0, scale: (0.5, 2.0) };
         let mut widths = vec![];
         for seed in 0..40 {
