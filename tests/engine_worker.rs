@@ -122,6 +122,47 @@ fn events_pause_resume_and_checkpoint() {
     }
 }
 
+/// The checkpoint keeps the weights of the best val evaluation beside the last step's: prediction uses the best by
+/// default, and each set of weights scores on the val split what the run reported when it evaluated them.
+#[test]
+fn the_best_val_weights_are_kept_and_used_by_default() {
+    use tessera::eval::{evaluate, EvalReport};
+    use tessera::train::checkpoint::{read_meta, WeightsChoice, BEST_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let project = demo(&dir.path().join("data"));
+    let out = dir.path().join("best.ckpt");
+    // A learning rate too high to keep improving: later evaluations are no better than an early one.
+    let cfg = TrainConfig { lr: 2e-2, eval_every: 1, ..config(Objective::Classify, &out, 12) };
+    let (_, events) = run(project.clone(), cfg, None);
+    let evals: Vec<(u64, f32)> = events.iter().filter_map(|e| if let Event::Eval(e) = e { Some((e.step, e.metric)) } else { None }).collect();
+    assert_eq!(evals.len(), 12);
+    let best = evals.iter().fold(evals[0], |b, e| if e.1 > b.1 { *e } else { b });
+    let last = *evals.last().unwrap();
+    let state = read_meta(&out).unwrap().train.unwrap();
+    assert_eq!(state.best_step, Some(best.0), "evaluations {evals:?}");
+    assert_eq!(out.join(BEST_FILE).exists(), best.0 < last.0, "a best file only when an earlier evaluation was better");
+    assert!(best.0 < last.0, "this setting was chosen so that the best evaluation is an earlier one: {evals:?}");
+    let opts = PredictOptions::default();
+    let accuracy = |choice| match evaluate(&Predictor::load_weights(&out, choice).unwrap(), &project, tessera::data::project::Split::Val, &opts).unwrap() {
+        EvalReport::Classification(c) => c.accuracy,
+        other => panic!("{other:?}"),
+    };
+    assert!((accuracy(WeightsChoice::Best) - best.1).abs() < 1e-6, "best weights: {} vs {}", accuracy(WeightsChoice::Best), best.1);
+    assert!((accuracy(WeightsChoice::Last) - last.1).abs() < 1e-6, "last weights: {} vs {}", accuracy(WeightsChoice::Last), last.1);
+    let default = match evaluate(&Predictor::load(&out).unwrap(), &project, tessera::data::project::Split::Val, &opts).unwrap() {
+        EvalReport::Classification(c) => c.accuracy,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(default, accuracy(WeightsChoice::Best));
+
+    // Resuming (here a finished run: nothing left to do) keeps the best weights and their step.
+    let again = TrainConfig { resume: Some(out.clone()), steps: Some(12), ..config(Objective::Classify, &out, 12) };
+    let (_, events) = run(project, again, None);
+    assert!(matches!(events.last(), Some(Event::Finished { .. })), "{:?}", events.last());
+    assert_eq!(read_meta(&out).unwrap().train.unwrap().best_step, Some(best.0));
+    assert!(out.join(BEST_FILE).exists());
+}
+
 #[test]
 fn diverging_training_is_an_error_event_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();

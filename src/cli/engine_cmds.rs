@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::data::project::{Project, Task};
 use crate::model::predictor::{PredictOptions, Predictor};
+use crate::train::checkpoint::WeightsChoice;
 use crate::train::data::Augment;
 use crate::train::worker::{start_training, Event, ModelOverrides, Objective, TrainConfig};
 
@@ -121,6 +122,9 @@ pub struct TrainArgs {
     /// Start from these weights (e.g. a pretrained checkpoint).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Which of the --init checkpoint's weights: its best val evaluation's, or its last step's.
+    #[arg(long, value_enum, default_value = "best")]
+    pub init_weights: WeightsChoice,
     /// Continue this checkpoint's run where it stopped.
     #[arg(long)]
     pub resume: Option<PathBuf>,
@@ -142,6 +146,9 @@ pub struct PredictArgs {
     /// Drop boxes scoring below this.
     #[arg(long, default_value_t = PredictOptions::default().threshold)]
     pub threshold: f32,
+    /// Which weights: those of the run's best val evaluation, or the last step's.
+    #[arg(long, value_enum, default_value = "best")]
+    pub weights: WeightsChoice,
     /// Classification: how many classes to print.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
@@ -298,6 +305,10 @@ fn drive(project: Project, config: TrainConfig, json_out: bool) -> anyhow::Resul
         let _ = t.join();
     }
     result?;
+    if let Some(st) = crate::train::checkpoint::read_meta(&config.out).ok().and_then(|m| m.train) {
+        summary["best_step"] = json!(st.best_step);
+        summary["steps"] = json!(st.step);
+    }
     summary["final_loss"] = json!(last_loss);
     summary["last_eval"] = last_eval;
     if json_out {
@@ -323,13 +334,14 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     for w in crate::data::readiness::check(&project, task) {
         eprintln!("warning: {w}");
     }
-    let config = train_config(task.into(), &a.run, a.init.clone(), a.resume.clone())?;
+    let mut config = train_config(task.into(), &a.run, a.init.clone(), a.resume.clone())?;
+    config.init_weights = a.init_weights;
     drive(project, config, a.run.json)
 }
 
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!a.images.is_empty(), "give at least one image to predict");
-    let predictor = Predictor::load(&a.checkpoint)?;
+    let predictor = Predictor::load_weights(&a.checkpoint, a.weights)?;
     let opts = PredictOptions {
         threshold: a.threshold,
         top_p: a.top_p,

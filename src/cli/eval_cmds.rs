@@ -9,6 +9,7 @@ use crate::data::project::Split;
 use crate::eval::evaluate::{evaluate_with, Evaluation, DEFAULT_EVAL_BATCH};
 use crate::eval::{ClassificationReport, DetectionReport, EvalReport};
 use crate::model::predictor::{PredictOptions, Predictor};
+use crate::train::checkpoint::WeightsChoice;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -28,6 +29,9 @@ pub struct EvalArgs {
     /// Detection: decode at least this many boxes per image (EOS not allowed before; extra boxes score low).
     #[arg(long, default_value_t = PredictOptions::default().min_objects)]
     pub min_objects: usize,
+    /// Which weights: those of the run's best val evaluation, or the last step's.
+    #[arg(long, value_enum, default_value = "best")]
+    pub weights: WeightsChoice,
     /// Images per prediction batch.
     #[arg(long, default_value_t = DEFAULT_EVAL_BATCH)]
     pub batch_size: usize,
@@ -39,7 +43,7 @@ pub struct EvalArgs {
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..=1.0).contains(&a.threshold), "--threshold must be within 0..=1 (got {})", a.threshold);
-    let predictor = Predictor::load(&a.checkpoint)?;
+    let predictor = Predictor::load_weights(&a.checkpoint, a.weights)?;
     let (project, _import) = open_project_or_dataset(&a.data).with_context(|| format!("opening {}", a.data.display()))?;
     let opts = PredictOptions { threshold: a.threshold, max_objects: a.max_objects, min_objects: a.min_objects, ..PredictOptions::default() };
 

@@ -68,8 +68,12 @@ pub struct Predictor {
 
 impl Predictor {
     /// Loads a checkpoint directory (or its checkpoint.json). A checkpoint of the wrong kind gives a clear error.
+    /// Loads a checkpoint's best weights (those of its best val evaluation; the last step's if that was the best).
     pub fn load(checkpoint: &Path) -> anyhow::Result<Predictor> {
-        Ok(Predictor { inner: crate::model::predictor_impl::PredictorImpl::load(checkpoint)? })
+        Self::load_weights(checkpoint, crate::train::checkpoint::WeightsChoice::Best)
+    }
+    pub fn load_weights(checkpoint: &Path, choice: crate::train::checkpoint::WeightsChoice) -> anyhow::Result<Predictor> {
+        Ok(Predictor { inner: crate::model::predictor_impl::PredictorImpl::load(checkpoint, choice)? })
     }
     pub fn task(&self) -> Task {
         self.inner.task()

@@ -25,10 +25,10 @@ pub struct PredictorImpl {
 }
 
 impl PredictorImpl {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path, choice: checkpoint::WeightsChoice) -> anyhow::Result<Self> {
         let meta = checkpoint::read_meta(path)?;
         let device = Device::Cpu;
-        let weights = checkpoint::read_weights(path, &device)?;
+        let weights = checkpoint::read_model_weights(path, choice, &device)?;
         let (model, _, fresh) = crate::train::run::build_model(&meta.model, Some(&weights), false, 0, &device)
             .with_context(|| format!("{}: weights do not match the model described in checkpoint.json", path.display()))?;
         // Checkpoints written before a training-only head existed lack it; prediction never uses it.

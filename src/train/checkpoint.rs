@@ -1,6 +1,9 @@
 //! Checkpoints: a directory with `weights.safetensors` (the model), `checkpoint.json` (model config, class names,
 //! normalisation, task, training state) and, for resumable runs, `optimizer.safetensors` (AdamW moments and, with
-//! EMA, the raw weights). Every file is written atomically; the JSON last, so it never points at missing weights.
+//! EMA, the raw weights) and, when an earlier evaluation on the val split scored better than the last one,
+//! `best.safetensors` (the weights of that evaluation: what prediction, evaluation and fine-tuning use unless told
+//! otherwise; `weights.safetensors` stays the last step's, which resuming continues from). Every file is written
+//! atomically; the JSON last, so it never points at missing weights.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +20,19 @@ pub const VERSION: u32 = 1;
 pub const META_FILE: &str = "checkpoint.json";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const BEST_FILE: &str = "best.safetensors";
+
+/// Which of a checkpoint's weights to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightsChoice {
+    /// The weights of the best evaluation on the val split (the last step's where that was the best, or where the
+    /// run had no val split).
+    #[default]
+    Best,
+    /// The last step's weights (what a resumed run continues from).
+    Last,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -47,6 +63,9 @@ pub struct TrainState {
     /// Loss of every step so far (for the UI's curve after a resume).
     #[serde(default)]
     pub loss_history: Vec<f32>,
+    /// The step whose val evaluation gave `best_metric`.
+    #[serde(default)]
+    pub best_step: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +127,16 @@ pub fn read_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tens
     read_tensors(&checkpoint_dir(path).join(WEIGHTS_FILE), device)
 }
 
+/// The weights to predict with, evaluate or fine-tune from: `best.safetensors` where the run kept one and `choice`
+/// asks for it, else the last step's.
+pub fn read_model_weights(path: &Path, choice: WeightsChoice, device: &Device) -> Result<HashMap<String, Tensor>, CheckpointError> {
+    let best = checkpoint_dir(path).join(BEST_FILE);
+    match choice {
+        WeightsChoice::Best if best.exists() => read_tensors(&best, device),
+        _ => read_weights(path, device),
+    }
+}
+
 pub fn read_optimizer(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, CheckpointError> {
     read_tensors(&checkpoint_dir(path).join(OPTIMIZER_FILE), device)
 }
@@ -119,14 +148,23 @@ fn write_tensors(file: &Path, tensors: &[(String, Tensor)]) -> anyhow::Result<()
     write_atomic(file, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
-/// Writes a checkpoint directory (created if needed).
-pub fn write(dir: &Path, meta: &CheckpointMeta, weights: &[(String, Tensor)], optimizer: Option<&[(String, Tensor)]>) -> anyhow::Result<()> {
+/// Writes a checkpoint directory (created if needed). `best`: weights of an earlier, better evaluation, if any
+/// (an existing best file is removed otherwise, so it never outlives the run that wrote it).
+pub fn write(
+    dir: &Path,
+    meta: &CheckpointMeta,
+    weights: &[(String, Tensor)],
+    optimizer: Option<&[(String, Tensor)]>,
+    best: Option<&[(String, Tensor)]>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     write_tensors(&dir.join(WEIGHTS_FILE), weights)?;
-    match optimizer {
-        Some(o) => write_tensors(&dir.join(OPTIMIZER_FILE), o)?,
-        None => {
-            let _ = std::fs::remove_file(dir.join(OPTIMIZER_FILE));
+    for (file, tensors) in [(OPTIMIZER_FILE, optimizer), (BEST_FILE, best)] {
+        match tensors {
+            Some(t) => write_tensors(&dir.join(file), t)?,
+            None => {
+                let _ = std::fs::remove_file(dir.join(file));
+            }
         }
     }
     let json = serde_json::to_vec_pretty(meta)?;
@@ -163,11 +201,22 @@ mod tests {
             train: None,
         };
         let t = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
-        write(dir.path(), &meta, &[("w".into(), t)], None).unwrap();
+        write(dir.path(), &meta, &[("w".into(), t)], None, None).unwrap();
         let back = read_meta(&dir.path().join(META_FILE)).unwrap();
         assert_eq!(back.class_names, meta.class_names);
         let w = read_weights(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(w["w"].to_vec1::<f32>().unwrap(), vec![1.0, 2.0]);
+
+        // Best weights: used by default, the last step's on request; a later write without them removes them.
+        let last = Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap();
+        let best = Tensor::new(&[5f32, 6.0], &Device::Cpu).unwrap();
+        write(dir.path(), &meta, &[("w".into(), last)], None, Some(&[("w".into(), best)])).unwrap();
+        let read = |choice| read_model_weights(dir.path(), choice, &Device::Cpu).unwrap()["w"].to_vec1::<f32>().unwrap();
+        assert_eq!(read(WeightsChoice::Best), vec![5.0, 6.0]);
+        assert_eq!(read(WeightsChoice::Last), vec![3.0, 4.0]);
+        write(dir.path(), &meta, &[("w".into(), Tensor::new(&[7f32, 8.0], &Device::Cpu).unwrap())], None, None).unwrap();
+        assert!(!dir.path().join(BEST_FILE).exists());
+        assert_eq!(read(WeightsChoice::Best), vec![7.0, 8.0]);
     }
 
     /// A checkpoint written before the training-only dense head existed (the shipped demo detector was one) still
@@ -191,10 +240,10 @@ mod tests {
             vars.iter().filter(|(n, _)| !n.starts_with(skip)).map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect()
         };
         let old = tempfile::tempdir().unwrap();
-        write(old.path(), &meta, &without("dense_head."), None).unwrap();
+        write(old.path(), &meta, &without("dense_head."), None, None).unwrap();
         crate::model::predictor::Predictor::load(old.path()).unwrap();
         let broken = tempfile::tempdir().unwrap();
-        write(broken.path(), &meta, &without("norm.weight"), None).unwrap();
+        write(broken.path(), &meta, &without("norm.weight"), None, None).unwrap();
         let err = crate::model::predictor::Predictor::load(broken.path()).err().expect("refused").to_string();
         assert!(err.contains("norm.weight"), "{err}");
     }

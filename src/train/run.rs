@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::checkpoint::{self, CheckpointMeta, TrainState};
+use super::checkpoint::{self, CheckpointMeta, TrainState, WeightsChoice};
 use super::data::{compute_normalization, make_batch, Augment, Dataset, Need, Normalization, Sampler};
 use super::optim::{accumulate, collect_grads, global_norm, learning_rate, AdamW, Ema};
 use super::worker::{Command, EvalStats, Event, Objective, SamplePrediction, StepStats, TrainConfig};
@@ -307,6 +307,7 @@ impl Run {
         vars: &[(String, Var)],
         opt: &AdamW,
         ema: Option<&Ema>,
+        best: Option<&[(String, Tensor)]>,
         state: &TrainState,
         events: &Sender<Event>,
     ) -> anyhow::Result<()> {
@@ -329,7 +330,9 @@ impl Run {
             history: self.history.clone(),
             train: Some(state.clone()),
         };
-        checkpoint::write(&self.config.out, &meta, &weights, Some(&opt_state))
+        // The best file only where an earlier evaluation beat the last one (else it would repeat the weights).
+        let best = best.filter(|_| state.best_step.is_some_and(|b| b < state.step));
+        checkpoint::write(&self.config.out, &meta, &weights, Some(&opt_state), best)
             .with_context(|| format!("writing checkpoint {}", self.config.out.display()))?;
         let _ = events.send(Event::CheckpointWritten { path: self.config.out.clone(), step: state.step });
         Ok(())
@@ -446,7 +449,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         (model, vars, opt, ema, st)
     } else {
         let init_weights = match &config.init {
-            Some(p) => Some(checkpoint::read_weights(p, &device)?),
+            Some(p) => Some(checkpoint::read_model_weights(p, config.init_weights, &device)?),
             None => None,
         };
         let (model, vars, fresh) = build_model(&cfg, init_weights.as_ref(), true, config.seed, &device)?;
@@ -465,10 +468,22 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             evals_without_improvement: 0,
             has_ema: ema.is_some(),
             loss_history: vec![],
+            best_step: None,
         };
         (model, vars, opt, ema, st)
     };
     let (mut opt, mut ema) = (opt, ema);
+    // Weights of the best val evaluation so far, copied (the optimizer updates the variables in place). A resumed
+    // run gets back the best its checkpoint kept.
+    let mut best_weights: Option<Vec<(String, Tensor)>> = match (&resume_meta, &config.resume) {
+        (Some(_), Some(path)) if checkpoint::checkpoint_dir(path).join(checkpoint::BEST_FILE).exists() => {
+            let best = checkpoint::read_model_weights(path, WeightsChoice::Best, &device)?;
+            let mut best: Vec<(String, Tensor)> = best.into_iter().collect();
+            best.sort_by(|a, b| a.0.cmp(&b.0));
+            Some(best)
+        }
+        _ => None,
+    };
     let run = Run { cfg: cfg.clone(), config: config.clone(), objective, class_names, normalization, history };
 
     let accum = config.grad_accum.max(1);
@@ -509,7 +524,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                 Command::Stop => stop = true,
                 Command::SaveNow => {
                     state.elapsed_s = elapsed(&start, paused_total);
-                    run.save(&vars, &opt, ema.as_ref(), &state, &events)?
+                    run.save(&vars, &opt, ema.as_ref(), best_weights.as_deref(), &state, &events)?
                 }
                 Command::Resume => {}
                 Command::Pause => {
@@ -522,7 +537,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                                 stop = true;
                                 break;
                             }
-                            Ok(Command::SaveNow) => run.save(&vars, &opt, ema.as_ref(), &state, &events)?,
+                            Ok(Command::SaveNow) => run.save(&vars, &opt, ema.as_ref(), best_weights.as_deref(), &state, &events)?,
                             Ok(Command::Pause) => {}
                         }
                     }
@@ -632,7 +647,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             }
             if state.best_metric.is_none_or(|b| metric > b) {
                 state.best_metric = Some(metric);
+                state.best_step = Some(state.step);
                 state.evals_without_improvement = 0;
+                best_weights = Some(weights.iter().map(|(n, t)| Ok((n.clone(), t.copy()?))).collect::<candle_core::Result<_>>()?);
             } else {
                 state.evals_without_improvement += 1;
             }
@@ -646,7 +663,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     }
     state.elapsed_s = elapsed(&start, paused_total);
     state.total_steps = total_steps;
-    run.save(&vars, &opt, ema.as_ref(), &state, &events)?;
+    run.save(&vars, &opt, ema.as_ref(), best_weights.as_deref(), &state, &events)?;
     let _ = events.send(Event::Finished { checkpoint: config.out.clone(), reason });
     Ok(())
 }

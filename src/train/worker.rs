@@ -57,6 +57,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Start from these weights (e.g. a pretrained checkpoint); the vocabulary grows to the project's classes.
     pub init: Option<PathBuf>,
+    /// Which of the `init` checkpoint's weights to start from (its best val evaluation's, by default).
+    #[serde(default)]
+    pub init_weights: crate::train::checkpoint::WeightsChoice,
     /// Continue this checkpoint's run exactly where it stopped.
     pub resume: Option<PathBuf>,
     /// Where the checkpoint is written (a directory: weights.safetensors + checkpoint.json).
@@ -219,6 +222,7 @@ impl Default for TrainConfig {
             early_stop_patience: None,
             seed: 0,
             init: None,
+            init_weights: Default::default(),
             resume: None,
             out: PathBuf::from("tessera.ckpt"),
             eval_every: 0,

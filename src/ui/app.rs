@@ -259,7 +259,7 @@ impl TesseraApp {
                     }
                     if let Some(run) = self.state.active_run() {
                         let p = run.progress();
-                        let r = ui.add(egui::ProgressBar::new(p).desired_width(160.0).text(format!("{} {:.0}%", run.status.label(), p * 100.0)));
+                        let r = ui.add(theme::progress_bar(ui, p, format!("{} {:.0}%", run.status.label(), p * 100.0), theme::ACCENT).desired_width(160.0));
                         if r.on_hover_text("Training: open the Train view").clicked() {
                             out.push(Message::ShowView(View::Train));
                         }

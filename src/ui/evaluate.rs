@@ -55,7 +55,7 @@ impl EvaluatePanel {
                 if state.eval_running {
                     let done = state.eval_progress.0.load(std::sync::atomic::Ordering::Relaxed);
                     let total = state.eval_progress.1.load(std::sync::atomic::Ordering::Relaxed).max(1);
-                    ui.add(egui::ProgressBar::new(done as f32 / total as f32).desired_width(220.0).text(format!("{done} / {total} images")));
+                    ui.add(theme::progress_bar(ui, done as f32 / total as f32, format!("{done} / {total} images"), theme::ACCENT).desired_width(220.0));
                 }
                 if state.predictor.is_none() {
                     ui.label(RichText::new("Needs a model: train one first.").color(ui.visuals().weak_text_color()));

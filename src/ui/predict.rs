@@ -239,6 +239,6 @@ impl PredictPanel {
 pub fn prob_bar(ui: &mut egui::Ui, name: &str, p: f32, color: Color32) {
     ui.horizontal(|ui| {
         ui.add_sized([90.0, 18.0], egui::Label::new(RichText::new(name).small()).truncate());
-        ui.add(egui::ProgressBar::new(p.clamp(0.0, 1.0)).desired_width(ui.available_width() - 4.0).fill(color.gamma_multiply(0.85)).text(format!("{:.1}%", p * 100.0)));
+        ui.add(theme::progress_bar(ui, p, format!("{:.1}%", p * 100.0), color).desired_width(ui.available_width() - 4.0));
     });
 }

@@ -218,7 +218,7 @@ impl ProjectPanel {
                         }
                     }
                     let n = counts.get(i).copied().unwrap_or(0);
-                    ui.add(egui::ProgressBar::new(n as f32 / max).desired_width(120.0).fill(theme::class_color(class.color).gamma_multiply(0.8)).text(format!("{n} {unit}")));
+                    ui.add(theme::progress_bar(ui, n as f32 / max, format!("{n} {unit}"), theme::class_color(class.color)).desired_width(120.0));
                     ui.horizontal(|ui| {
                         if ui.small_button("✏").on_hover_text("Rename (renaming onto an existing name merges)").clicked() {
                             self.renaming = Some((i, class.name.clone()));

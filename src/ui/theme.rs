@@ -35,6 +35,15 @@ pub fn install(ctx: &egui::Context) {
     }
 }
 
+/// A progress bar whose text reads wherever the fill ends. egui draws bar text in the selection's stroke colour
+/// (white here), which vanished on the light, unfilled part of the bar; this uses the strong text colour on a
+/// lighter fill instead, in both themes.
+pub fn progress_bar(ui: &egui::Ui, progress: f32, text: impl Into<String>, fill: Color32) -> egui::ProgressBar {
+    egui::ProgressBar::new(progress.clamp(0.0, 1.0))
+        .fill(fill.gamma_multiply(0.5))
+        .text(RichText::new(text.into()).color(ui.visuals().strong_text_color()))
+}
+
 pub fn class_color(rgb: [u8; 3]) -> Color32 {
     Color32::from_rgb(rgb[0], rgb[1], rgb[2])
 }

@@ -222,7 +222,7 @@ impl TrainPanel {
                 }
                 let last = run.steps.last();
                 let p = run.progress();
-                ui.add(egui::ProgressBar::new(p).show_percentage().desired_height(14.0));
+                ui.add(theme::progress_bar(ui, p, format!("{:.0}%", p * 100.0), theme::ACCENT).desired_height(16.0));
                 ui.horizontal_wrapped(|ui| {
                     let weak = ui.visuals().weak_text_color();
                     match last {
@@ -274,7 +274,13 @@ impl TrainPanel {
         ui.columns(2, |cols| {
             cols[0].label(RichText::new("Loss (train solid, validation dashed)").small());
             charts::loss_chart(&mut cols[0], &runs, self.charts, h);
-            cols[1].label(RichText::new("Validation metric per epoch").small());
+            let no_evals_yet = runs.iter().all(|(_, r)| r.evals.is_empty());
+            let title = if no_evals_yet && !runs.is_empty() {
+                "Validation metric per epoch (first point after the first evaluation)"
+            } else {
+                "Validation metric per epoch"
+            };
+            cols[1].label(RichText::new(title).small());
             charts::metric_chart(&mut cols[1], &runs, h);
         });
         ui.columns(2, |cols| {
