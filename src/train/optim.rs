@@ -14,6 +14,22 @@ pub struct AdamW {
     pub weight_decay: f64,
     /// Optimizer steps taken (bias correction).
     pub t: u64,
+    /// Per-parameter multiplier of the learning rate (1 unless [`Self::set_layer_decay`] set it).
+    lr_scale: Vec<f64>,
+}
+
+/// Layer-wise learning-rate decay for fine-tuning (BEiT, MAE): the top keeps the full rate, each block below gets
+/// `decay` times the one above it, the patch embedding and positions `decay^(layers + 1)`. Pretrained low layers
+/// then move little while the new task token, class tokens and heads learn at the full rate.
+pub fn layer_lr_scale(name: &str, n_layers: usize, decay: f64) -> f64 {
+    if let Some(rest) = name.strip_prefix("blocks.") {
+        let layer: usize = rest.split('.').next().and_then(|i| i.parse().ok()).unwrap_or(n_layers);
+        return decay.powi((n_layers - layer.min(n_layers)) as i32);
+    }
+    if name.starts_with("patch_embed") || name == "patch_pos" {
+        return decay.powi(n_layers as i32 + 1);
+    }
+    1.0
 }
 
 impl AdamW {
@@ -22,7 +38,13 @@ impl AdamW {
             .iter()
             .map(|(n, v)| Ok((n.clone(), v.clone(), v.zeros_like()?, v.zeros_like()?)))
             .collect::<Result<_>>()?;
-        Ok(AdamW { params, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay, t: 0 })
+        let lr_scale = vec![1.0; vars.len()];
+        Ok(AdamW { params, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay, t: 0, lr_scale })
+    }
+
+    /// Scales each parameter's learning rate by [`layer_lr_scale`].
+    pub fn set_layer_decay(&mut self, n_layers: usize, decay: f64) {
+        self.lr_scale = self.params.iter().map(|(n, ..)| layer_lr_scale(n, n_layers, decay)).collect();
     }
 
     pub fn vars(&self) -> impl Iterator<Item = (&str, &Var)> {
@@ -36,8 +58,9 @@ impl AdamW {
         let (b1, b2) = (self.beta1, self.beta2);
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
-        for (name, var, m, v) in self.params.iter_mut() {
+        for ((name, var, m, v), scale) in self.params.iter_mut().zip(&self.lr_scale) {
             let Some(g) = grads.get(name.as_str()) else { continue };
+            let lr = lr * scale;
             let g = if grad_scale != 1.0 { (g * grad_scale)? } else { g.clone() };
             *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
             *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
@@ -160,5 +183,25 @@ mod tests {
         }
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|a| a.abs() < 0.05), "{v:?}");
+    }
+
+    #[test]
+    fn layer_decay_scales_each_parameters_step() {
+        assert_eq!(layer_lr_scale("blocks.3.attn.qkv.weight", 4, 0.5), 0.5);
+        assert_eq!(layer_lr_scale("blocks.0.mlp.fc1.weight", 4, 0.5), 0.0625);
+        assert_eq!(layer_lr_scale("patch_embed.weight", 4, 0.5), 0.03125);
+        assert_eq!(layer_lr_scale("token_head.weight", 4, 0.5), 1.0);
+        // One AdamW step moves each parameter by about lr × its scale (Adam's first step has unit size).
+        let dev = candle_core::Device::Cpu;
+        let top = Var::from_tensor(&Tensor::new(&[1f32], &dev).unwrap()).unwrap();
+        let low = Var::from_tensor(&Tensor::new(&[1f32], &dev).unwrap()).unwrap();
+        let vars = vec![("token_head.bias".to_string(), top.clone()), ("blocks.0.norm1.weight".to_string(), low.clone())];
+        let mut opt = AdamW::new(&vars, 0.0).unwrap();
+        opt.set_layer_decay(2, 0.5);
+        let loss = (top.as_tensor() + low.as_tensor()).unwrap().sum_all().unwrap();
+        opt.step(&collect_grads(&loss.backward().unwrap(), &vars), 0.1, 1.0).unwrap();
+        let moved = |v: &Var| 1.0 - v.as_tensor().to_vec1::<f32>().unwrap()[0];
+        assert!((moved(&top) - 0.1).abs() < 1e-4, "{}", moved(&top));
+        assert!((moved(&low) - 0.025).abs() < 1e-4, "{}", moved(&low));
     }
 }

@@ -473,6 +473,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         (model, vars, opt, ema, st)
     };
     let (mut opt, mut ema) = (opt, ema);
+    if let Some(d) = config.layer_decay {
+        opt.set_layer_decay(cfg.n_layers, d);
+    }
     // Weights of the best val evaluation so far, copied (the optimizer updates the variables in place). A resumed
     // run gets back the best its checkpoint kept.
     let mut best_weights: Option<Vec<(String, Tensor)>> = match (&resume_meta, &config.resume) {

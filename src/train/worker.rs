@@ -85,6 +85,10 @@ pub struct TrainConfig {
     /// Classification only: label smoothing of the cross-entropy target (0 = off).
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Layer-wise learning-rate decay (see [`crate::train::optim::layer_lr_scale`]); `None` = 1, the same rate
+    /// everywhere.
+    #[serde(default)]
+    pub layer_decay: Option<f64>,
     /// Changes to the preset's shape for a model trained from scratch (ignored with `init`/`resume`, whose
     /// checkpoint fixes the shape).
     #[serde(default)]
@@ -232,6 +236,7 @@ impl Default for TrainConfig {
             object_order: ObjectOrder::Auto,
             noise_boxes: None,
             label_smoothing: 0.0,
+            layer_decay: None,
             model: ModelOverrides::default(),
         }
     }
