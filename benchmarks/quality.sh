@@ -17,7 +17,8 @@
 #   DATA=../shared/data  BIN=target/release/tessera  RESULTS_DIR=results
 #   QUALITY_MINUTES_SCALE=0.02   multiply every budget (e.g. to check the script end to end in a few minutes)
 #   QUALITY_STEPS=5              train for this many steps instead of minutes
-#   QUALITY_PRETRAIN_SHARE=0.5   part of a pretrained arm's budget spent pretraining (the rest fine-tunes)
+#   QUALITY_PRETRAIN_SHARE=0.8   part of a pretrained arm's budget spent pretraining (the rest fine-tunes;
+#                                CIFAR-10 at 100 labels/class: a 5-minute fine-tune scores what a 15-minute one does)
 #   QUALITY_LABELS="10 100 1000" labels per class for the CIFAR-10 label-efficiency curve
 #   QUALITY_KEEP=1               keep the checkpoints (printed path) instead of deleting them
 set -euo pipefail
@@ -68,7 +69,7 @@ BIN=${BIN:-target/release/tessera}
 RESULTS_DIR=${RESULTS_DIR:-results}
 SCALE=${QUALITY_MINUTES_SCALE:-1}
 STEPS=${QUALITY_STEPS:-}
-SHARE=${QUALITY_PRETRAIN_SHARE:-0.5}
+SHARE=${QUALITY_PRETRAIN_SHARE:-0.8}
 LABELS=${QUALITY_LABELS:-10 100 1000}
 [ -x "$BIN" ] || { echo "$BIN not found: run cargo build --release first" >&2; exit 2; }
 [ -d "$DATA" ] || { echo "$DATA not found (set DATA=/path/to/shared/data)" >&2; exit 2; }
