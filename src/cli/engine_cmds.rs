@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// Classification: label smoothing (e.g. 0.1).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
+    /// Classification: weight of an auxiliary loss on the image patches (their class logits, averaged over the
+    /// image, learn its label too; the answer is still read at the task token). 0 = off.
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    pub class_aux: f64,
     /// Layer-wise learning-rate decay, for fine-tuning with --init (e.g. 0.7: each block gets 0.7 times the rate of
     /// the one above it, so pretrained low layers change little).
     #[arg(long, value_name = "D")]
@@ -217,6 +221,7 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
             other => Some(other.parse().map_err(anyhow::Error::msg).context("--noise-boxes")?),
         },
         label_smoothing: a.label_smoothing,
+        class_aux: a.class_aux,
         layer_decay: a.layer_decay,
         model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full },
         grad_accum: a.grad_accum,

@@ -135,7 +135,7 @@ fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Object
         }
         Objective::Classify => {
             let labels: Vec<u32> = batch.classes.iter().map(|c| c.unwrap_or(0) as u32).collect();
-            objectives::classify_loss_smoothed(model, &patches, &Tensor::new(labels, dev)?, opts.label_smoothing)?
+            objectives::classify_loss_with_aux(model, &patches, &Tensor::new(labels, dev)?, opts.label_smoothing, opts.class_aux)?
         }
         Objective::Detect => {
             let seqs: Vec<_> = batch
@@ -167,13 +167,15 @@ struct LossOptions {
     dense_aux: f64,
     /// Classification: label smoothing.
     label_smoothing: f64,
+    /// Classification: weight of the patch-level auxiliary loss (0 = off).
+    class_aux: f64,
 }
 
 impl LossOptions {
     /// Validation: the run's noise boxes, random order, and neither auxiliary loss nor smoothing, so val losses
     /// compare across runs with different training losses.
     fn validation(noise: NoiseBoxes) -> LossOptions {
-        LossOptions { noise, random_order: 1.0, dense_aux: 0.0, label_smoothing: 0.0 }
+        LossOptions { noise, random_order: 1.0, dense_aux: 0.0, label_smoothing: 0.0, class_aux: 0.0 }
     }
 }
 
@@ -579,6 +581,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                 random_order: object_order.random_probability(progress),
                 dense_aux: config.dense_aux,
                 label_smoothing: config.label_smoothing,
+                class_aux: config.class_aux,
             };
             let loss = batch_loss(&model, &b, objective, &opts, &mut rng)?;
             let value = loss.to_scalar::<f32>()?;

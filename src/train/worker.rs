@@ -85,6 +85,10 @@ pub struct TrainConfig {
     /// Classification only: label smoothing of the cross-entropy target (0 = off).
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Classification only: weight of the patch-level auxiliary loss
+    /// ([`crate::model::objectives::classify_loss_with_aux`]); 0 = off.
+    #[serde(default)]
+    pub class_aux: f64,
     /// Layer-wise learning-rate decay (see [`crate::train::optim::layer_lr_scale`]); `None` = 1, the same rate
     /// everywhere.
     #[serde(default)]
@@ -236,6 +240,7 @@ impl Default for TrainConfig {
             object_order: ObjectOrder::Auto,
             noise_boxes: None,
             label_smoothing: 0.0,
+            class_aux: 0.0,
             layer_decay: None,
             model: ModelOverrides::default(),
         }
