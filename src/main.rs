@@ -20,7 +20,18 @@ fn keep_freed_memory() {
     }
 }
 
+/// Restores the default action for a closed output pipe (end the process quietly), which the Rust runtime turns off:
+/// `tessera eval … --json | head` would otherwise panic in `println!` once `head` has read enough.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal disposition before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
     keep_freed_memory();
+    quiet_on_closed_pipe();
     std::process::exit(tessera::cli::main());
 }

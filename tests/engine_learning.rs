@@ -96,6 +96,19 @@ fn tiny_preset_learns_shapes_classification() {
         EvalReport::Classification(r) => assert!(r.accuracy >= 0.95, "test accuracy {}", r.accuracy),
         other => panic!("{other:?}"),
     }
+
+    // Flip test-time augmentation averages the predictions for an image and its mirror (a left-right asymmetric
+    // image here, so the two differ).
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([if x < 20 && y > 10 { 230 } else { 20 }, (x * 3) as u8, 90])
+    }));
+    let plain = p.predict(&img, &PredictOptions::default()).unwrap().probs;
+    let mirrored = p.predict(&img.fliph(), &PredictOptions::default()).unwrap().probs;
+    let tta = p.predict(&img, &PredictOptions { flip_tta: true, ..PredictOptions::default() }).unwrap().probs;
+    assert!(plain.iter().zip(&mirrored).any(|(a, b)| (a - b).abs() > 1e-4), "{plain:?} vs {mirrored:?}");
+    for ((t, a), b) in tta.iter().zip(&plain).zip(&mirrored) {
+        assert!((t - 0.5 * (a + b)).abs() < 1e-5, "{tta:?} is not the mean of {plain:?} and {mirrored:?}");
+    }
 }
 
 /// The detection bar on the shapes data: the tiny preset, from scratch, fixed steps (deterministic), about

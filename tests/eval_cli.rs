@@ -29,3 +29,22 @@ fn missing_or_wrong_checkpoint_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("holdout"), "{err}");
 }
+
+/// `tessera eval … --json | head -c 1`: a reader that closes the pipe early ends the command quietly, as with any
+/// command-line tool, instead of a panic trace about printing to stdout.
+#[test]
+fn a_closed_output_pipe_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    write_demo(&dir.path().join("data"), &DemoOptions { count: 10, ..DemoOptions::default() }).unwrap();
+    let checkpoint = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo-detect");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["eval", checkpoint, dir.path().join("data").to_str().unwrap(), "--split", "train", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

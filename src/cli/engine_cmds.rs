@@ -172,6 +172,10 @@ pub struct PredictArgs {
     /// Detection: non-maximum suppression IoU (0 turns it off).
     #[arg(long, default_value_t = PredictOptions::default().nms_iou.unwrap_or(0.0))]
     pub nms_iou: f32,
+    /// Classification: average the predictions for the image and its left-right mirror (test-time augmentation;
+    /// only where a mirror keeps the class).
+    #[arg(long)]
+    pub flip_tta: bool,
 }
 
 fn open_data(path: &std::path::Path) -> anyhow::Result<Project> {
@@ -358,6 +362,7 @@ pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
         max_objects: a.max_objects,
         min_objects: a.min_objects,
         nms_iou: (a.nms_iou > 0.0).then_some(a.nms_iou),
+        flip_tta: a.flip_tta,
     };
     let names = predictor.class_names().to_vec();
     let name = |c: usize| names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));

@@ -39,13 +39,17 @@ pub struct EvalArgs {
     /// per_class, precision, recall).
     #[arg(long)]
     pub json: bool,
+    /// Classification: average the predictions for the image and its left-right mirror (test-time augmentation;
+    /// only where a mirror keeps the class).
+    #[arg(long)]
+    pub flip_tta: bool,
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..=1.0).contains(&a.threshold), "--threshold must be within 0..=1 (got {})", a.threshold);
     let predictor = Predictor::load_weights(&a.checkpoint, a.weights)?;
     let (project, _import) = open_project_or_dataset(&a.data).with_context(|| format!("opening {}", a.data.display()))?;
-    let opts = PredictOptions { threshold: a.threshold, max_objects: a.max_objects, min_objects: a.min_objects, ..PredictOptions::default() };
+    let opts = PredictOptions { threshold: a.threshold, max_objects: a.max_objects, min_objects: a.min_objects, flip_tta: a.flip_tta, ..PredictOptions::default() };
 
     let bar = if a.json {
         indicatif::ProgressBar::hidden()

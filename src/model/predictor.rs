@@ -20,11 +20,14 @@ pub struct PredictOptions {
     pub top_p: Option<f32>,
     /// Non-maximum suppression IoU; `None` = off.
     pub nms_iou: Option<f32>,
+    /// Classification: also predict the left-right mirrored image and average the two probability vectors
+    /// (test-time augmentation; only for data where a mirror keeps the class, e.g. clothes, not digits).
+    pub flip_tta: bool,
 }
 
 impl Default for PredictOptions {
     fn default() -> Self {
-        PredictOptions { threshold: 0.3, max_objects: 30, min_objects: 0, top_p: None, nms_iou: Some(0.6) }
+        PredictOptions { threshold: 0.3, max_objects: 30, min_objects: 0, top_p: None, nms_iou: Some(0.6), flip_tta: false }
     }
 }
 

@@ -83,6 +83,13 @@ impl PredictorImpl {
         Ok((patchify(&t, self.model.cfg.patch_size)?, boxes))
     }
 
+    /// Softmax over the project's classes (the vocabulary may hold more class slots than the project uses).
+    fn class_probs(&self, patches: &Tensor) -> anyhow::Result<Vec<Vec<f32>>> {
+        let logits = objectives::classify_logits(&self.model, patches)?;
+        let logits = logits.narrow(1, 0, self.classes.len())?.contiguous()?;
+        Ok(candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?)
+    }
+
     pub fn predict(&self, image: &DynamicImage, opts: &PredictOptions) -> anyhow::Result<Prediction> {
         Ok(self.predict_batch(std::slice::from_ref(image), opts)?.remove(0))
     }
@@ -100,9 +107,14 @@ impl PredictorImpl {
             let (patches, boxes) = self.patches(chunk)?;
             match self.task {
                 Objective::Classify => {
-                    let logits = objectives::classify_logits(&self.model, &patches)?;
-                    let logits = logits.narrow(1, 0, self.classes.len())?.contiguous()?;
-                    let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+                    let mut probs = self.class_probs(&patches)?;
+                    if opts.flip_tta {
+                        let mirrored: Vec<DynamicImage> = chunk.iter().map(DynamicImage::fliph).collect();
+                        let (mirrored, _) = self.patches(&mirrored)?;
+                        for (p, m) in probs.iter_mut().zip(self.class_probs(&mirrored)?) {
+                            p.iter_mut().zip(m).for_each(|(p, m)| *p = 0.5 * (*p + m));
+                        }
+                    }
                     out.extend(probs.into_iter().map(|probs| Prediction { probs, detections: vec![] }));
                 }
                 _ => {
