@@ -61,12 +61,7 @@ pub fn classify_loss(model: &Transformer, patches: &Tensor, labels: &Tensor) -> 
     candle_nn::loss::cross_entropy(&classify_logits(model, patches)?, labels)
 }
 
-/// Cross-entropy against `1 - smoothing` on the label and `smoothing` spread evenly over all classes.
-pub fn classify_loss_smoothed(model: &Transformer, patches: &Tensor, labels: &Tensor, smoothing: f64) -> Result<Tensor> {
-    classify_loss_with_aux(model, patches, labels, smoothing, 0.0)
-}
-
-/// [`classify_loss_smoothed`] plus `patch_aux` × the patch-level auxiliary loss: the dense head's class logits,
+/// Cross-entropy (label-smoothed by `smoothing`) plus `patch_aux` × the patch-level auxiliary loss: the dense head's class logits,
 /// averaged over the image's patches (global average pooling), learn the image's label too. The answer is still
 /// read at the task token; the auxiliary loss gives every patch a direct gradient towards the label, which a small
 /// transformer from scratch otherwise receives only through attention from one token (measured: README, Quality).
@@ -82,6 +77,7 @@ pub fn classify_loss_with_aux(model: &Transformer, patches: &Tensor, labels: &Te
     Ok(loss)
 }
 
+/// Cross-entropy against `1 - smoothing` on the label and `smoothing` spread evenly over all classes.
 fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result<Tensor> {
     let ce = candle_nn::loss::cross_entropy(logits, labels)?;
     if smoothing <= 0.0 {
@@ -651,10 +647,8 @@ mod tests {
         let plain = classify_loss(&m, &patches, &label_t).unwrap().to_scalar::<f32>().unwrap();
         let with = classify_loss_with_aux(&m, &patches, &label_t, 0.0, 0.5).unwrap().to_scalar::<f32>().unwrap();
 
-        let mask = prefix_len(c.n_patches() + 1, c.n_patches(), &Device::Cpu).unwrap();
-        let task = Tensor::full(vocab::TASK_CLASSIFY, (2, 1), &Device::Cpu).unwrap();
-        let h = m.forward(Some(&patches), Some(&task), Some(mask)).unwrap();
-        let dense = m.dense_head.forward(&h.narrow(1, 0, c.n_patches()).unwrap()).unwrap().to_vec3::<f32>().unwrap();
+        let (_, h_patches) = classify_forward(&m, &patches).unwrap();
+        let dense = m.dense_head.forward(&h_patches).unwrap().to_vec3::<f32>().unwrap();
         let mut aux = 0.0f32;
         for (img, &label) in labels.iter().enumerate() {
             let pooled: Vec<f32> = (0..c.n_classes)
