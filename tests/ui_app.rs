@@ -732,6 +732,55 @@ fn look_inside_shows_a_pretrained_models_reconstruction() {
     assert_eq!(tex.size(), [64, 64], "the model's input size");
 }
 
+/// Mirror TTA in the Predict view (classifiers only): ticking it re-predicts the open image, whose probabilities
+/// become the mean of the image's and its mirror image's, and the choice is remembered in the settings.
+#[test]
+fn mirror_tta_checkbox_repredicts_with_averaged_probabilities() {
+    let env = env();
+    let dir = env.root.join("shapes");
+    let opts = tessera::data::demo::DemoOptions { count: 40, single_fraction: 1.0, task: Task::Classify, ..Default::default() };
+    let project = tessera::data::demo::write_demo(&dir, &opts).unwrap();
+    let ckpt = env.root.join("cls.ckpt");
+    let config = tessera::train::TrainConfig { objective: tessera::train::Objective::Classify, steps: Some(20), out: ckpt.clone(), ..Default::default() };
+    let handle = tessera::train::start_training(project.clone(), config);
+    loop {
+        match handle.events.recv_timeout(Duration::from_secs(300)).expect("worker went silent") {
+            tessera::train::Event::Finished { .. } => break,
+            tessera::train::Event::Error { message } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::LoadCheckpoint(ckpt.clone()));
+    run_until(&mut h, "the classifier to load", 60, |a| a.state.predictor.is_some() && a.state.loading_checkpoint.is_none());
+    apply(&mut h, Message::ShowView(View::Predict));
+    let ImageSource::File(rel) = project.source_of(0) else { panic!("demo images are files") };
+    let path = if rel.is_absolute() { rel } else { dir.join(rel) };
+    apply(&mut h, Message::PredictPaths(vec![path.clone()]));
+    let probs = |a: &TesseraApp| a.state.predict_items.first().and_then(|i| i.prediction.clone()).map(|p| p.expect("prediction succeeds").probs);
+    run_until(&mut h, "the plain prediction", 60, |a| probs(a).is_some());
+    let plain = probs(h.state()).unwrap();
+
+    assert!(!h.state().state.settings.flip_tta, "off by default");
+    h.get_by_label("Mirror TTA").click();
+    h.step();
+    assert!(h.state().state.settings.flip_tta);
+    run_until(&mut h, "the mirrored prediction", 60, |a| probs(a).is_some());
+    let averaged = probs(h.state()).unwrap();
+
+    let predictor = tessera::model::Predictor::load(&ckpt).unwrap();
+    let image = image::open(&path).unwrap();
+    let mirrored = predictor.predict(&image.fliph(), &Default::default()).unwrap().probs;
+    assert!(plain.iter().zip(&mirrored).any(|(a, b)| (a - b).abs() > 1e-6), "the mirror image must predict differently for this test to mean anything");
+    for ((a, p), m) in averaged.iter().zip(&plain).zip(&mirrored) {
+        assert!((a - (p + m) / 2.0).abs() < 1e-5, "TTA {averaged:?} is not the mean of {plain:?} and {mirrored:?}");
+    }
+    h.state_mut().state.save_blocking();
+    let reopened = AppState::new(AppPaths { config_dir: env.root.join("config"), data_dir: env.root.join("data") });
+    assert!(reopened.settings.flip_tta, "the choice persists");
+}
+
 /// A picture of the help overlay on an empty app (no paths, no data, nothing that changes between runs), to
 /// catch layout regressions. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test --release --test ui_app`.
 #[test]

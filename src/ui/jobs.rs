@@ -17,10 +17,10 @@ use crate::model::predictor::AttentionMap;
 pub enum JobResult {
     ProjectOpened { path: PathBuf, result: Result<Project, String>, from_demo: bool },
     PredictorLoaded { path: PathBuf, result: Result<Arc<Predictor>, String> },
-    /// Predictions for items of the Predict view (by item id).
-    Predicted { id: u64, result: Result<Prediction, String> },
+    /// Predictions for items of the Predict view (by item id), from the job started at `generation`.
+    Predicted { id: u64, generation: u64, result: Result<Prediction, String> },
     /// A prediction job died: these items (those still without a result) get the error.
-    PredictionsFailed { ids: Vec<u64>, error: String },
+    PredictionsFailed { ids: Vec<u64>, generation: u64, error: String },
     /// Model-assisted labelling suggestions for a project image.
     Suggested { image: usize, result: Result<Suggestion, String> },
     Evaluated { result: Result<(EvalReport, Vec<String>), String> },

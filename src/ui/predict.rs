@@ -89,6 +89,14 @@ impl PredictPanel {
             if ui.add(slider).changed() {
                 out.push(Message::SetThreshold(t));
             }
+            if state.predictor.as_ref().is_some_and(|p| p.task() == Task::Classify) {
+                let mut flip = state.settings.flip_tta;
+                let tip = "Test-time augmentation: average each image's class probabilities with its mirror image's \
+                           (twice the compute; usually a little more accurate). Also used by Evaluate.";
+                if ui.checkbox(&mut flip, "Mirror TTA").on_hover_text(tip).changed() {
+                    out.push(Message::SetFlipTta(flip));
+                }
+            }
         });
         ui.horizontal(|ui| {
             let done = state.predict_items.iter().filter(|i| i.prediction.is_some()).count();

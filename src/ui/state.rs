@@ -153,6 +153,8 @@ pub struct Settings {
     pub last_checkpoint: Option<PathBuf>,
     pub train: TrainSettings,
     pub threshold: f32,
+    /// Classifiers: average each image's probabilities with its mirror image's (Predict, Evaluate, suggestions).
+    pub flip_tta: bool,
     pub theme: ThemeChoice,
     pub autosave: bool,
 }
@@ -165,6 +167,7 @@ impl Default for Settings {
             last_checkpoint: None,
             train: TrainSettings::default(),
             threshold: 0.35,
+            flip_tta: false,
             theme: ThemeChoice::System,
             autosave: true,
         }
@@ -382,6 +385,8 @@ pub enum Message {
     DismissNotice(u64),
     SetTheme(ThemeChoice),
     SetThreshold(f32),
+    /// Mirror test-time augmentation for classifiers on or off; re-predicts the Predict view's images.
+    SetFlipTta(bool),
     SetTrainSettings(TrainSettings),
     // Project
     OpenPath(PathBuf),
@@ -465,6 +470,9 @@ pub struct AppState {
     // Predict
     pub predict_items: Vec<PredictItem>,
     pub predict_selected: usize,
+    /// Bumped whenever the model or the prediction options change; prediction results carry the value they
+    /// were started with, so a late result from an earlier model or setting is dropped.
+    pub predict_generation: u64,
     next_item_id: u64,
     pub exporting: bool,
     pub adding_images: bool,
@@ -528,6 +536,7 @@ impl AppState {
             runs: Vec::new(),
             predict_items: Vec::new(),
             predict_selected: 0,
+            predict_generation: 0,
             next_item_id: 1,
             exporting: false,
             adding_images: false,
@@ -805,14 +814,8 @@ impl AppState {
                         self.checkpoint = Some(path.clone());
                         self.settings.last_checkpoint = Some(path);
                         self.model_error = None;
-                        // Anything dropped before a model existed gets predicted now.
-                        for item in &mut self.predict_items {
-                            if !matches!(item.prediction, Some(Ok(_))) {
-                                item.requested = false;
-                                item.prediction = None;
-                            }
-                        }
-                        self.request_predictions();
+                        // Everything in the Predict view is predicted (again) by this model.
+                        self.repredict_all();
                         self.eval_report = None;
                         self.attention.clear();
                         self.reconstructions.clear();
@@ -824,12 +827,19 @@ impl AppState {
                     }
                 }
             }
-            JobResult::Predicted { id, result } => {
+            JobResult::Predicted { id, generation, result } => {
+                // Results of a job started before the model or the options changed are stale.
+                if generation != self.predict_generation {
+                    return;
+                }
                 if let Some(item) = self.predict_items.iter_mut().find(|i| i.id == id) {
                     item.prediction = Some(result);
                 }
             }
-            JobResult::PredictionsFailed { ids, error } => {
+            JobResult::PredictionsFailed { ids, generation, error } => {
+                if generation != self.predict_generation {
+                    return;
+                }
                 for item in self.predict_items.iter_mut().filter(|i| ids.contains(&i.id) && i.prediction.is_none()) {
                     item.prediction = Some(Err(error.clone()));
                 }
@@ -970,6 +980,14 @@ impl AppState {
             Message::DismissNotice(id) => self.notices.retain(|n| n.id != id),
             Message::SetTheme(t) => self.settings.theme = t,
             Message::SetThreshold(t) => self.settings.threshold = t.clamp(PREDICT_FLOOR, 1.0),
+            Message::SetFlipTta(on) => {
+                if self.settings.flip_tta != on {
+                    self.settings.flip_tta = on;
+                    self.eval_report = None;
+                    self.suggestions.clear();
+                    self.repredict_all();
+                }
+            }
             Message::SetTrainSettings(t) => self.settings.train = t,
             Message::OpenPath(path) => self.open_path(path),
             Message::CreateDemo => self.create_demo(),
@@ -1359,13 +1377,14 @@ impl AppState {
         let remap = class_remap(predictor.class_names(), project);
         // Suggestions use the same confidence threshold as the Predict view.
         let threshold = self.settings.threshold;
+        let flip_tta = self.settings.flip_tta;
         self.suggesting = Some(image);
         self.jobs.spawn(
             "suggest",
             move || {
                 let result = (|| -> anyhow::Result<Suggestion> {
                     let img = crate::data::decode::load_image(&source)?;
-                    let opts = PredictOptions { threshold, ..Default::default() };
+                    let opts = PredictOptions { threshold, flip_tta, ..Default::default() };
                     let pred = predictor.predict(&img, &opts)?;
                     let boxes = pred
                         .detections
@@ -1573,6 +1592,16 @@ impl AppState {
         self.request_predictions();
     }
 
+    /// Forgets every prediction of the Predict view and predicts the images again (the options changed).
+    fn repredict_all(&mut self) {
+        self.predict_generation += 1;
+        for item in &mut self.predict_items {
+            item.requested = false;
+            item.prediction = None;
+        }
+        self.request_predictions();
+    }
+
     /// Predicts every item not predicted yet, on one background thread, in order.
     fn request_predictions(&mut self) {
         let Some(predictor) = self.predictor.clone() else { return };
@@ -1589,21 +1618,23 @@ impl AppState {
             return;
         }
         let ids: Vec<u64> = todo.iter().map(|t| t.0).collect();
+        let generation = self.predict_generation;
+        let flip_tta = self.settings.flip_tta;
         self.jobs.spawn_streaming(
             "predict",
             move |out| {
-                let opts = PredictOptions { threshold: PREDICT_FLOOR, max_objects: 100, ..Default::default() };
+                let opts = PredictOptions { threshold: PREDICT_FLOOR, max_objects: 100, flip_tta, ..Default::default() };
                 for (id, path) in todo {
                     let result = crate::data::decode::load_image(&ImageSource::File(path))
                         .map_err(anyhow::Error::from)
                         .and_then(|img| predictor.predict(&img, &opts))
                         .map_err(|e| format!("{e:#}"));
-                    out.send(JobResult::Predicted { id, result });
+                    out.send(JobResult::Predicted { id, generation, result });
                 }
                 JobResult::Done
             },
             // Mark every item this job owned as failed rather than leaving them spinning.
-            move |error| JobResult::PredictionsFailed { ids, error },
+            move |error| JobResult::PredictionsFailed { ids, generation, error },
         );
     }
 
@@ -1647,10 +1678,11 @@ impl AppState {
         let ctx = self.ctx.clone();
         // Precision and recall are reported at the threshold the user has chosen in Predict.
         let threshold = self.settings.threshold;
+        let flip_tta = self.settings.flip_tta;
         self.jobs.spawn(
             "evaluate",
             move || {
-                let opts = PredictOptions { threshold, max_objects: 100, ..Default::default() };
+                let opts = PredictOptions { threshold, max_objects: 100, flip_tta, ..Default::default() };
                 let mut report = |done: usize, total: usize| {
                     progress.0.store(done, std::sync::atomic::Ordering::Relaxed);
                     progress.1.store(total, std::sync::atomic::Ordering::Relaxed);
