@@ -694,6 +694,18 @@ fn pretrain_then_finetune_is_one_run_with_both_curves() {
     assert!(h.state().state.predictor.is_some());
 }
 
+/// Runs the real training worker on `project` until it finishes (panics on an error event).
+fn train_to_end(project: &Project, config: tessera::train::TrainConfig) {
+    let handle = tessera::train::start_training(project.clone(), config);
+    loop {
+        match handle.events.recv_timeout(Duration::from_secs(300)).expect("worker went silent") {
+            tessera::train::Event::Finished { .. } => break,
+            tessera::train::Event::Error { message } => panic!("{message}"),
+            _ => {}
+        }
+    }
+}
+
 /// Look inside, generative half: with a pretrained checkpoint loaded, the app computes the model's reconstruction of
 /// an image (half its patches given, the rest imagined) and turns it into a texture for the view.
 #[test]
@@ -709,14 +721,7 @@ fn look_inside_shows_a_pretrained_models_reconstruction() {
         out: ckpt.clone(),
         ..Default::default()
     };
-    let handle = tessera::train::start_training(project.clone(), config);
-    loop {
-        match handle.events.recv_timeout(std::time::Duration::from_secs(300)).expect("worker went silent") {
-            tessera::train::Event::Finished { .. } => break,
-            tessera::train::Event::Error { message } => panic!("{message}"),
-            _ => {}
-        }
-    }
+    train_to_end(&project, config);
     let mut h = harness(&env);
     open(&mut h, &dir);
     apply(&mut h, Message::LoadCheckpoint(ckpt));
@@ -742,14 +747,7 @@ fn mirror_tta_checkbox_repredicts_with_averaged_probabilities() {
     let project = tessera::data::demo::write_demo(&dir, &opts).unwrap();
     let ckpt = env.root.join("cls.ckpt");
     let config = tessera::train::TrainConfig { objective: tessera::train::Objective::Classify, steps: Some(20), out: ckpt.clone(), ..Default::default() };
-    let handle = tessera::train::start_training(project.clone(), config);
-    loop {
-        match handle.events.recv_timeout(Duration::from_secs(300)).expect("worker went silent") {
-            tessera::train::Event::Finished { .. } => break,
-            tessera::train::Event::Error { message } => panic!("{message}"),
-            _ => {}
-        }
-    }
+    train_to_end(&project, config);
     let mut h = harness(&env);
     open(&mut h, &dir);
     apply(&mut h, Message::LoadCheckpoint(ckpt.clone()));
