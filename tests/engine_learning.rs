@@ -143,4 +143,10 @@ fn shipped_demo_detector_still_detects_the_demo_shapes() {
         EvalReport::Detection(r) => assert!(r.map50 >= 0.9, "shipped demo detector: test mAP@0.5 {}", r.map50),
         other => panic!("{other:?}"),
     }
+    // Flip TTA decodes all eight flips and 90° turns (the detector was trained with them) and maps each view's boxes
+    // back before fusing: a view mapped back wrong would put boxes where there are no shapes.
+    match evaluate(&p, &project, Split::Test, &PredictOptions { flip_tta: true, ..PredictOptions::default() }).unwrap() {
+        EvalReport::Detection(r) => assert!(r.map50 >= 0.9, "shipped demo detector with flip TTA: test mAP@0.5 {}", r.map50),
+        other => panic!("{other:?}"),
+    }
 }

@@ -737,7 +737,7 @@ fn look_inside_shows_a_pretrained_models_reconstruction() {
     assert_eq!(tex.size(), [64, 64], "the model's input size");
 }
 
-/// Mirror TTA in the Predict view (classifiers only): ticking it re-predicts the open image, whose probabilities
+/// Flip TTA in the Predict view (here for a classifier): ticking it re-predicts the open image, whose probabilities
 /// become the mean of the image's and its mirror image's, and the choice is remembered in the settings.
 #[test]
 fn mirror_tta_checkbox_repredicts_with_averaged_probabilities() {
@@ -761,7 +761,7 @@ fn mirror_tta_checkbox_repredicts_with_averaged_probabilities() {
     let plain = probs(h.state()).unwrap();
 
     assert!(!h.state().state.settings.flip_tta, "off by default");
-    h.get_by_label("Mirror TTA").click();
+    h.get_by_label("Flip TTA").click();
     h.step();
     assert!(h.state().state.settings.flip_tta);
     run_until(&mut h, "the mirrored prediction", 60, |a| probs(a).is_some());

@@ -39,8 +39,10 @@ pub struct EvalArgs {
     /// per_class, precision, recall).
     #[arg(long)]
     pub json: bool,
-    /// Classification: average the predictions for the image and its left-right mirror (test-time augmentation;
-    /// only where a mirror keeps the class).
+    /// Test-time augmentation over flips. Classification: average the class probabilities of the image and its
+    /// left-right mirror (only for a model trained with flips, on data where a mirror keeps the class). Detection:
+    /// decode every flip and 90° turn the model was trained with (8 views by default, 2 with --augment hflip) and fuse
+    /// the boxes (weighted boxes fusion); as many times slower.
     #[arg(long)]
     pub flip_tta: bool,
 }

@@ -596,6 +596,53 @@ pub fn nms(dets: Vec<RawDetection>, iou_threshold: f32) -> Vec<RawDetection> {
     kept
 }
 
+/// Weighted boxes fusion (Solovyev et al. 2021) of the detections of `views` predictions of one image (e.g. the
+/// image and its mirror, mapped back to the same coordinates), each list sorted best first. Boxes of one class that
+/// overlap a cluster's fused box by at least `iou_threshold` join it; a cluster's box is the score-weighted mean of
+/// its members and its score their summed score over `views` (a box only one of two views found keeps half its score:
+/// agreement ranks above a single view's guess). At most one box per view counts towards a cluster's score.
+pub fn weighted_box_fusion(lists: &[Vec<RawDetection>], iou_threshold: f32) -> Vec<RawDetection> {
+    let views = lists.len().max(1) as f32;
+    let mut all: Vec<(usize, RawDetection)> = lists.iter().enumerate().flat_map(|(v, l)| l.iter().map(move |d| (v, *d))).collect();
+    all.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
+    // Per cluster: the fused box, its members' views, and the running score-weighted coordinate sums.
+    struct Cluster {
+        fused: Object,
+        views: Vec<usize>,
+        score_sum: f32,
+        weighted: [f32; 4],
+    }
+    let mut clusters: Vec<Cluster> = vec![];
+    for (view, d) in all {
+        let o = d.object;
+        let home = clusters
+            .iter_mut()
+            .filter(|c| c.fused.class == o.class && !c.views.contains(&view))
+            .map(|c| (iou(&c.fused, &o), c))
+            .filter(|(v, _)| *v >= iou_threshold)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, c)| c);
+        let c = match home {
+            Some(c) => c,
+            None => {
+                clusters.push(Cluster { fused: o, views: vec![], score_sum: 0.0, weighted: [0.0; 4] });
+                clusters.last_mut().expect("just pushed")
+            }
+        };
+        c.views.push(view);
+        c.score_sum += d.score;
+        for (w, x) in c.weighted.iter_mut().zip([o.xmin, o.ymin, o.xmax, o.ymax]) {
+            *w += d.score * x;
+        }
+        let s = c.score_sum.max(1e-12);
+        let [x0, y0, x1, y1] = c.weighted.map(|w| w / s);
+        c.fused = Object { xmin: x0, ymin: y0, xmax: x1, ymax: y1, class: o.class };
+    }
+    let mut fused: Vec<RawDetection> = clusters.into_iter().map(|c| RawDetection { object: c.fused, score: c.score_sum / views }).collect();
+    fused.sort_by(|a, b| b.score.total_cmp(&a.score));
+    fused
+}
+
 /// Device-independent helper: a `[B, L]` u32 tensor from rows.
 pub fn rows_u32(rows: &[Vec<u32>], device: &Device) -> Result<Tensor> {
     let l = rows.first().map_or(0, Vec::len);
@@ -610,6 +657,25 @@ pub fn rows_f32(rows: &[Vec<f32>], device: &Device) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weighted_box_fusion_averages_agreeing_views_and_halves_a_lone_box() {
+        let d = |xmin: f32, xmax: f32, class: usize, score: f32| RawDetection { object: Object { xmin, ymin: 0.0, xmax, ymax: 10.0, class }, score };
+        let view_a = vec![d(0.0, 10.0, 0, 0.8), d(11.0, 21.0, 0, 0.3)];
+        // (2, 12) overlaps (0, 10) by 8 × 10 / 120 = 0.67; the class-1 box has no partner.
+        let view_b = vec![d(0.0, 10.0, 1, 0.5), d(2.0, 12.0, 0, 0.4)];
+        let fused = weighted_box_fusion(&[view_a, view_b], 0.3);
+        assert_eq!(fused.len(), 3, "{fused:?}");
+        // Score-weighted mean: xmin (0.8·0 + 0.4·2) / 1.2, xmax (0.8·10 + 0.4·12) / 1.2; score (0.8 + 0.4) / 2.
+        let top = fused[0];
+        assert!((top.object.xmin - 2.0 / 3.0).abs() < 1e-5 && (top.object.xmax - 32.0 / 3.0).abs() < 1e-5, "{top:?}");
+        assert!((top.score - 0.6).abs() < 1e-6 && top.object.class == 0);
+        assert_eq!((fused[1].object.class, fused[1].score), (1, 0.25));
+        // Two boxes of one view never fuse with each other, however much they overlap the cluster.
+        assert_eq!((fused[2].object.xmin, fused[2].score), (11.0, 0.15));
+        let same_view = weighted_box_fusion(&[vec![d(0.0, 10.0, 0, 0.9), d(1.0, 10.0, 0, 0.5)]], 0.3);
+        assert_eq!(same_view.len(), 2);
+    }
     use crate::model::params::ParamStore;
     use rand::SeedableRng;
 

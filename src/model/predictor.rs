@@ -20,8 +20,11 @@ pub struct PredictOptions {
     pub top_p: Option<f32>,
     /// Non-maximum suppression IoU; `None` = off.
     pub nms_iou: Option<f32>,
-    /// Classification: also predict the left-right mirrored image and average the two probability vectors
-    /// (test-time augmentation; only for data where a mirror keeps the class, e.g. clothes, not digits).
+    /// Test-time augmentation over flips. Classification: also predict the left-right mirrored image and average
+    /// the two probability vectors (only for data where a mirror keeps the class, e.g. clothes, not digits).
+    /// Detection: also decode the image under each flip and 90° turn the model was trained with (all 8 under the
+    /// default augmentation, the mirror only under `hflip`), map those boxes back and fuse the views' boxes (weighted
+    /// boxes fusion: a box every view found keeps its score, one view's guess gets a share of it).
     pub flip_tta: bool,
 }
 

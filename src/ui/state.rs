@@ -153,7 +153,7 @@ pub struct Settings {
     pub last_checkpoint: Option<PathBuf>,
     pub train: TrainSettings,
     pub threshold: f32,
-    /// Classifiers: average each image's probabilities with its mirror image's (Predict, Evaluate, suggestions).
+    /// Test-time augmentation over flips (`PredictOptions::flip_tta`): Predict, Evaluate and suggestions.
     pub flip_tta: bool,
     pub theme: ThemeChoice,
     pub autosave: bool,
