@@ -148,11 +148,23 @@ train_and_test() {
         FAILED=1; return 0
     fi
     eval_json=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({k: d.get(k) for k in ("accuracy", "map50", "map50_95", "images", "precision", "recall")}))' < "$WORK/last.json")
+    local eval_wall=$LAST_WALL
+    # Detection: the same weights again with test-time augmentation (every flip/90° turn, boxes fused).
+    if [ "$task" = detect ]; then
+        eval_cmd="$eval_cmd; $(short "$BIN" eval "$ckpt" "$DATA/$ds" --split test --flip-tta)"
+        if tessera eval "$ckpt" "$DATA/$ds" --split test --flip-tta; then
+            eval_json=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); t=json.load(open(sys.argv[2])); d.update({"map50_tta": t.get("map50"), "map50_95_tta": t.get("map50_95")}); print(json.dumps(d))' "$eval_json" "$WORK/last.json")
+            eval_wall=$(calc "$eval_wall + $LAST_WALL")
+        else
+            record experiment "$exp" arm "$arm" dataset "$ds" seed "$seed" error "eval --flip-tta failed: $(why)" eval_command "$eval_cmd"
+            FAILED=1
+        fi
+    fi
     record experiment "$exp" arm "$arm" dataset "$ds" task "$task" preset "$preset" seed "$seed" labels_per_class "\"$labels\"" \
         minutes "$minutes" pretrain_minutes "$pre_min" finetune_minutes "$fine_min" steps_override "${STEPS:-null}" \
         pretrain_command "$pre_cmd" train_command "$train_cmd" eval_command "$eval_cmd" \
-        train_wall_s "$train_wall" eval_wall_s "$LAST_WALL" train "$train_json" test "$eval_json"
-    echo "  -> $(python3 -c 'import json,sys; print(", ".join(f"{k} {v:.4f}" for k, v in json.loads(sys.argv[1]).items() if k in ("accuracy", "map50", "map50_95") and v is not None))' "$eval_json")" >&2
+        train_wall_s "$train_wall" eval_wall_s "$eval_wall" train "$train_json" test "$eval_json"
+    echo "  -> $(python3 -c 'import json,sys; print(", ".join(f"{k} {v:.4f}" for k, v in json.loads(sys.argv[1]).items() if k in ("accuracy", "map50", "map50_95", "map50_tta") and v is not None))' "$eval_json")" >&2
 }
 
 # pretrain EXP DATASET PRESET SEED MINUTES: sets PRE_CKPT and PRE_CMD ("" on failure).
@@ -243,7 +255,7 @@ for line in env["BUDGETS"].splitlines():
 def target_for(exp, metric, labels, arm="scratch"):
     """The target shown on a row ("" if none): on scratch rows and pretraining-gain rows."""
     for m, l, floor in targets.get(exp, []):
-        if m == metric and l == labels and (metric == "gain" or arm == "scratch"):
+        if m == metric.removesuffix("_tta") and l == labels and (metric == "gain" or arm == "scratch"):
             return f">= {floor:g}"
     return ""
 
@@ -264,7 +276,8 @@ for r in runs:
 summary = []
 for (exp, arm, labels), rs in groups.items():
     r0 = rs[0]
-    metrics = ["accuracy"] if r0["task"] == "classify" else ["map50", "map50_95"]
+    # map50_tta: the same weights decoded with --flip-tta (detection test-time augmentation).
+    metrics = ["accuracy"] if r0["task"] == "classify" else ["map50", "map50_tta", "map50_95"]
     summary.append({
         "experiment": exp, "arm": arm, "dataset": r0["dataset"], "task": r0["task"], "preset": r0["preset"],
         "labels_per_class": labels, "minutes": r0["minutes"], "pretrain_minutes": r0["pretrain_minutes"],
