@@ -740,7 +740,7 @@ fn look_inside_shows_a_pretrained_models_reconstruction() {
 /// Flip TTA in the Predict view (here for a classifier): ticking it re-predicts the open image, whose probabilities
 /// become the mean of the image's and its mirror image's, and the choice is remembered in the settings.
 #[test]
-fn mirror_tta_checkbox_repredicts_with_averaged_probabilities() {
+fn flip_tta_checkbox_repredicts_with_averaged_probabilities() {
     let env = env();
     let dir = env.root.join("shapes");
     let opts = tessera::data::demo::DemoOptions { count: 40, single_fraction: 1.0, task: Task::Classify, ..Default::default() };

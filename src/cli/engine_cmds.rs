@@ -358,6 +358,9 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!a.images.is_empty(), "give at least one image to predict");
     let predictor = Predictor::load_weights(&a.checkpoint, a.weights)?;
+    if a.flip_tta && predictor.tta_views() < 2 {
+        eprintln!("note: --flip-tta changes nothing here: this detector was trained without flips (--augment none)");
+    }
     let opts = PredictOptions {
         threshold: a.threshold,
         top_p: a.top_p,

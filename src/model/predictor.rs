@@ -91,6 +91,11 @@ impl Predictor {
     pub fn image_size(&self) -> usize {
         self.inner.image_size()
     }
+    /// How many views of each image `PredictOptions::flip_tta` predicts: 2 for a classifier (the image and its
+    /// mirror); for a detector the orientations its training augmentation used (8, 2, or 1 = TTA changes nothing).
+    pub fn tta_views(&self) -> usize {
+        self.inner.tta_views()
+    }
     pub fn predict(&self, image: &DynamicImage, opts: &PredictOptions) -> anyhow::Result<Prediction> {
         self.inner.predict(image, opts)
     }

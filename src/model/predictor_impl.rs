@@ -113,6 +113,10 @@ impl PredictorImpl {
         Ok(PredictorImpl { model, classes: meta.class_names, task: meta.task, normalization: meta.normalization, detect_views, device })
     }
 
+    pub fn tta_views(&self) -> usize {
+        if self.task == Objective::Classify { 2 } else { self.detect_views }
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.model.cfg
     }
@@ -187,8 +191,12 @@ impl PredictorImpl {
                         for view in &DIHEDRAL_VIEWS[1..self.detect_views] {
                             let transformed: Vec<DynamicImage> = chunk.iter().map(|img| view.apply(img)).collect();
                             let (t_patches, t_boxes) = self.patches(&transformed)?;
-                            let dets = self.detect_original(&t_patches, &t_boxes, opts)?;
-                            views.push(dets.into_iter().zip(&transformed).map(|(d, t)| d.into_iter().map(|x| RawDetection { object: view.undo(&x.object, t.width() as f32, t.height() as f32), score: x.score }).collect()).collect());
+                            let mut dets = self.detect_original(&t_patches, &t_boxes, opts)?;
+                            for (d, t) in dets.iter_mut().zip(&transformed) {
+                                let (w, h) = (t.width() as f32, t.height() as f32);
+                                d.iter_mut().for_each(|x| x.object = view.undo(&x.object, w, h));
+                            }
+                            views.push(dets);
                         }
                         for (i, dets) in per_image.iter_mut().enumerate() {
                             let mut lists = vec![std::mem::take(dets)];
