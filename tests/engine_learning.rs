@@ -145,6 +145,7 @@ fn shipped_demo_detector_still_detects_the_demo_shapes() {
     }
     // Flip TTA decodes all eight flips and 90° turns (the detector was trained with them) and maps each view's boxes
     // back before fusing: a view mapped back wrong would put boxes where there are no shapes.
+    assert_eq!(p.tta_views(), 8, "trained with the default augmentation: flips and 90° turns");
     match evaluate(&p, &project, Split::Test, &PredictOptions { flip_tta: true, ..PredictOptions::default() }).unwrap() {
         EvalReport::Detection(r) => assert!(r.map50 >= 0.9, "shipped demo detector with flip TTA: test mAP@0.5 {}", r.map50),
         other => panic!("{other:?}"),
