@@ -48,3 +48,22 @@ fn a_closed_output_pipe_is_not_a_crash() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `--flip-tta` on a detector trained without flips has no other view to look at: the CLI says so (once, on stderr)
+/// instead of printing a figure that looks like a TTA result; with the default augmentation it says nothing.
+#[test]
+fn flip_tta_on_a_detector_trained_without_flips_says_it_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_demo(&dir.path().join("data"), &DemoOptions { count: 12, ..DemoOptions::default() }).unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    for (augment, expect_note) in [("none", true), ("default", false)] {
+        let ckpt = dir.path().join(format!("det-{augment}.ckpt"));
+        let ckpt = ckpt.to_str().unwrap();
+        let (ok, err) = tessera(&["train", data, "--task", "detect", "--steps", "2", "--augment", augment, "--out", ckpt, "--json"]);
+        assert!(ok, "{err}");
+        let (ok, err) = tessera(&["eval", ckpt, data, "--flip-tta", "--json"]);
+        assert!(ok, "{err}");
+        assert_eq!(err.contains("--flip-tta changes nothing"), expect_note, "--augment {augment}: {err}");
+    }
+}

@@ -358,9 +358,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!a.images.is_empty(), "give at least one image to predict");
     let predictor = Predictor::load_weights(&a.checkpoint, a.weights)?;
-    if a.flip_tta && predictor.tta_views() < 2 {
-        eprintln!("note: --flip-tta changes nothing here: this detector was trained without flips (--augment none)");
-    }
+    super::eval_cmds::note_if_tta_changes_nothing(&predictor, a.flip_tta);
     let opts = PredictOptions {
         threshold: a.threshold,
         top_p: a.top_p,

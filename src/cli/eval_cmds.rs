@@ -47,12 +47,18 @@ pub struct EvalArgs {
     pub flip_tta: bool,
 }
 
+/// `--flip-tta` on a detector trained without flips decodes only the image itself: say so rather than let the user
+/// believe the figure includes TTA.
+pub(crate) fn note_if_tta_changes_nothing(predictor: &Predictor, flip_tta: bool) {
+    if flip_tta && predictor.tta_views() < 2 {
+        eprintln!("note: --flip-tta changes nothing here: this detector was trained without flips (its --augment had neither hflip nor dihedral)");
+    }
+}
+
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..=1.0).contains(&a.threshold), "--threshold must be within 0..=1 (got {})", a.threshold);
     let predictor = Predictor::load_weights(&a.checkpoint, a.weights)?;
-    if a.flip_tta && predictor.tta_views() < 2 {
-        eprintln!("note: --flip-tta changes nothing here: this detector was trained without flips (--augment none)");
-    }
+    note_if_tta_changes_nothing(&predictor, a.flip_tta);
     let (project, _import) = open_project_or_dataset(&a.data).with_context(|| format!("opening {}", a.data.display()))?;
     let opts = PredictOptions { threshold: a.threshold, max_objects: a.max_objects, min_objects: a.min_objects, flip_tta: a.flip_tta, ..PredictOptions::default() };
 

@@ -97,7 +97,8 @@ impl PredictPanel {
                      Also used by Evaluate and label suggestions."
                 } else {
                     "Test-time augmentation: also look at each image flipped and turned (as in training) and \
-                     merge the boxes: finds more objects and places them better, at up to 8× the compute. Also used by Evaluate and label suggestions."
+                     merge the boxes: finds more objects and places them better, at up to 8× the compute. \
+                     Also used by Evaluate and label suggestions."
                 };
                 let tip = format!("{tip} This model: {} views per image.", p.tta_views());
                 if ui.checkbox(&mut flip, "Flip TTA").on_hover_text(tip).changed() {
