@@ -6,12 +6,18 @@ fn tessera(args: &[&str]) -> (bool, String) {
     (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
+/// Writes `count` demo images into `dir`/data and returns that path.
+fn demo_data(dir: &std::path::Path, count: usize) -> String {
+    let data = dir.join("data");
+    write_demo(&data, &DemoOptions { count, ..DemoOptions::default() }).unwrap();
+    data.to_str().unwrap().to_string()
+}
+
 #[test]
 fn missing_or_wrong_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    write_demo(&dir.path().join("data"), &DemoOptions { count: 10, ..DemoOptions::default() }).unwrap();
-    let data = dir.path().join("data");
-    let data = data.to_str().unwrap();
+    let data = demo_data(dir.path(), 10);
+    let data = data.as_str();
 
     let missing = dir.path().join("no-such-checkpoint");
     let (ok, err) = tessera(&["eval", missing.to_str().unwrap(), data]);
@@ -35,10 +41,10 @@ fn missing_or_wrong_checkpoint_is_a_clear_error() {
 #[test]
 fn a_closed_output_pipe_is_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    write_demo(&dir.path().join("data"), &DemoOptions { count: 10, ..DemoOptions::default() }).unwrap();
+    let data = demo_data(dir.path(), 10);
     let checkpoint = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo-detect");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["eval", checkpoint, dir.path().join("data").to_str().unwrap(), "--split", "train", "--json"])
+        .args(["eval", checkpoint, &data, "--split", "train", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -54,9 +60,8 @@ fn a_closed_output_pipe_is_not_a_crash() {
 #[test]
 fn flip_tta_on_a_detector_trained_without_flips_says_it_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    write_demo(&dir.path().join("data"), &DemoOptions { count: 12, ..DemoOptions::default() }).unwrap();
-    let data = dir.path().join("data");
-    let data = data.to_str().unwrap();
+    let data = demo_data(dir.path(), 12);
+    let data = data.as_str();
     for (augment, expect_note) in [("none", true), ("default", false)] {
         let ckpt = dir.path().join(format!("det-{augment}.ckpt"));
         let ckpt = ckpt.to_str().unwrap();

@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::config::ModelConfig;
+use crate::data::project::BBox;
 use super::transformer::{prefix_len, sincos_1d, KvCache, Transformer};
 use super::vocab::{self, Vocab};
 
@@ -95,6 +96,19 @@ pub struct Object {
     pub xmax: f32,
     pub ymax: f32,
     pub class: usize,
+}
+
+/// The same box in whatever pixels the caller uses: [`Object`] is the model's name for a [`BBox`].
+impl From<BBox> for Object {
+    fn from(b: BBox) -> Object {
+        Object { xmin: b.xmin, ymin: b.ymin, xmax: b.xmax, ymax: b.ymax, class: b.class }
+    }
+}
+
+impl From<Object> for BBox {
+    fn from(o: Object) -> BBox {
+        BBox { xmin: o.xmin, ymin: o.ymin, xmax: o.xmax, ymax: o.ymax, class: o.class }
+    }
 }
 
 impl Object {

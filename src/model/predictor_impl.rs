@@ -11,7 +11,7 @@ use super::objectives::{self, DecodeOptions, Object, RawDetection};
 use super::predictor::{AttentionMap, Detection, PredictOptions, Prediction};
 use super::transformer::{patchify, prefix_len, unpatchify, KvCache, Transformer};
 use super::vocab;
-use crate::data::project::{BBox, Task};
+use crate::data::project::Task;
 use crate::train::checkpoint;
 use crate::train::data::{preprocess, Letterbox, Normalization};
 use crate::train::run::default_augment;
@@ -186,29 +186,25 @@ impl PredictorImpl {
                 _ => {
                     let mut per_image = self.detect_original(&patches, &boxes, opts)?;
                     if opts.flip_tta {
-                        // Decode the transformed images too, map their boxes back, and fuse all views.
-                        let mut views: Vec<Vec<Vec<RawDetection>>> = vec![];
+                        // Per image, the boxes of every view (mapped back to the image), then fused.
+                        let mut views: Vec<Vec<Vec<RawDetection>>> = per_image.into_iter().map(|d| vec![d]).collect();
                         for view in &DIHEDRAL_VIEWS[1..self.detect_views] {
                             let transformed: Vec<DynamicImage> = chunk.iter().map(|img| view.apply(img)).collect();
                             let (t_patches, t_boxes) = self.patches(&transformed)?;
-                            let mut dets = self.detect_original(&t_patches, &t_boxes, opts)?;
-                            for (d, t) in dets.iter_mut().zip(&transformed) {
+                            let dets = self.detect_original(&t_patches, &t_boxes, opts)?;
+                            for ((mut d, t), image_views) in dets.into_iter().zip(&transformed).zip(&mut views) {
                                 let (w, h) = (t.width() as f32, t.height() as f32);
                                 d.iter_mut().for_each(|x| x.object = view.undo(&x.object, w, h));
+                                image_views.push(d);
                             }
-                            views.push(dets);
                         }
-                        for (i, dets) in per_image.iter_mut().enumerate() {
-                            let mut lists = vec![std::mem::take(dets)];
-                            lists.extend(views.iter().map(|v| v[i].clone()));
-                            *dets = objectives::weighted_box_fusion(&lists, TTA_FUSION_IOU);
-                        }
+                        per_image = views.iter().map(|v| objectives::weighted_box_fusion(v, TTA_FUSION_IOU)).collect();
                     }
                     for d in per_image {
                         let detections = d
                             .into_iter()
                             .filter(|x| x.score >= opts.threshold)
-                            .map(|x| Detection { bbox: BBox { xmin: x.object.xmin, ymin: x.object.ymin, xmax: x.object.xmax, ymax: x.object.ymax, class: x.object.class }, score: x.score })
+                            .map(|x| Detection { bbox: x.object.into(), score: x.score })
                             .filter(|x| x.bbox.width() > 0.0 && x.bbox.height() > 0.0)
                             .take(opts.max_objects)
                             .collect();
@@ -235,10 +231,7 @@ impl PredictorImpl {
                 };
                 d.into_iter()
                     .filter(|x| x.object.class < self.classes.len())
-                    .map(|x| {
-                        let b = lb.to_original(&x.object);
-                        RawDetection { object: Object { xmin: b.xmin, ymin: b.ymin, xmax: b.xmax, ymax: b.ymax, class: b.class }, score: x.score }
-                    })
+                    .map(|x| RawDetection { object: lb.to_original(&x.object).into(), score: x.score })
                     .collect()
             })
             .collect())

@@ -21,12 +21,11 @@ const FALLBACK_NORMALIZATION: Normalization = Normalization { mean: [0.5; 3], st
 /// The model's [`Object`] is a [`BBox`] in model-input pixels; these adapt the shared letterbox mapping to it.
 impl Letterbox {
     pub fn to_input(&self, b: &BBox) -> Object {
-        let i = self.box_to_input(b);
-        Object { xmin: i.xmin, ymin: i.ymin, xmax: i.xmax, ymax: i.ymax, class: i.class }
+        self.box_to_input(b).into()
     }
     /// Back to original-image pixels, clamped to the image.
     pub fn to_original(&self, o: &Object) -> BBox {
-        self.box_to_original(&BBox { xmin: o.xmin, ymin: o.ymin, xmax: o.xmax, ymax: o.ymax, class: o.class })
+        self.box_to_original(&(*o).into())
     }
 }
 

@@ -657,8 +657,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             // and 4800; the first of those (kept before this rule) scored 0.53 test mAP@0.5, the last step's
             // weights 0.77.
             let improved = state.best_metric.is_none_or(|b| metric > b);
-            let tied = state.best_metric.is_some_and(|b| metric == b);
-            if improved || tied {
+            if state.best_metric.is_none_or(|b| metric >= b) {
                 state.best_metric = Some(metric);
                 state.best_step = Some(state.step);
                 best_weights = Some(weights.iter().map(|(n, t)| Ok((n.clone(), t.copy()?))).collect::<candle_core::Result<_>>()?);
