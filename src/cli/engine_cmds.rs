@@ -85,6 +85,10 @@ pub struct RunArgs {
     /// (classification, detection; true/false; default: the preset's).
     #[arg(long, value_name = "BOOL")]
     pub local_mixing_full: Option<bool>,
+    /// Model shape: filters of the convolutional patch stem (3×3 windows, added to the linear patch embedding;
+    /// 0: none; default: the preset's).
+    #[arg(long, value_name = "N")]
+    pub stem_channels: Option<usize>,
     /// Square model input size in pixels (default: from the data and the preset).
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -229,7 +233,7 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
         label_smoothing: a.label_smoothing,
         class_aux: a.class_aux,
         layer_decay: a.layer_decay,
-        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full },
+        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels },
         grad_accum: a.grad_accum,
         ema: a.ema,
         early_stop_patience: a.patience,

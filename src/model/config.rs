@@ -47,6 +47,10 @@ pub struct ModelConfig {
     /// for checkpoints from before it existed.
     #[serde(default)]
     pub local_mixing_full: bool,
+    /// Filters of the convolutional patch stem (see `transformer::PatchStem`); 0: the plain linear patch embedding
+    /// (also what checkpoints from before it existed load as).
+    #[serde(default)]
+    pub stem_channels: usize,
 }
 
 impl ModelConfig {
@@ -70,6 +74,7 @@ impl ModelConfig {
             // Shapes detection, tiny, 1500 steps, seed 1: test mAP@0.5 0.513 with, 0.335 without (README, Quality).
             local_mixing: true,
             local_mixing_full: false,
+            stem_channels: 0,
         };
         match name {
             // Trains usefully in minutes on 2 CPU cores at 32–128 px.

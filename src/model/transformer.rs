@@ -247,9 +247,99 @@ impl Block {
     }
 }
 
+/// Convolutional patch stem (`ModelConfig::stem_channels` > 0): a learned bank of 3×3 filters over the pixels,
+/// a GELU, and a projection of each patch's filter responses into its token, added to the linear patch embedding.
+/// The plain embedding is linear in a patch's pixels; this gives every token local, non-linear features (edges,
+/// corners) before the first attention layer, the "early convolutions" that help small transformers on small data.
+///
+/// The 3×3 windows reach across patch borders, with one rule: a patch reads only pixels of itself and of patches
+/// before it in raster order unless all patches see each other (`both_ways`). Pretraining's causal order predicts
+/// patch i+1 from token i, so token i must not see any of patch i+1's pixels. Windows are gathered by one
+/// `index_select` on the (gradient-free) input, so the filters are a plain matmul.
+pub struct PatchStem {
+    filters: Linear,
+    proj: Linear,
+    /// Gather indices into `[N·patch_dim + 1]` (the last entry a zero pad) for every (patch, pixel, tap, channel):
+    /// windows that may read every neighbour, and windows that read only preceding patches.
+    windows_both_ways: Tensor,
+    windows_causal: Tensor,
+    taps: usize,
+}
+
+impl PatchStem {
+    fn new(p: &mut ParamStore, cfg: &ModelConfig) -> Result<Self> {
+        let (c, k, ps) = (cfg.channels, cfg.stem_channels, cfg.patch_size);
+        let taps = 9 * c;
+        let device = p.device().clone();
+        let windows = |causal| Tensor::from_vec(stem_window_indices(cfg, causal), (cfg.n_patches() * ps * ps * taps,), &device);
+        Ok(PatchStem {
+            filters: Linear::new(p, "stem.filters", taps, k, 1.0 / (taps as f64).sqrt(), true)?,
+            // Zero, so a new model starts as the plain linear embedding.
+            proj: Linear::new(p, "stem.proj", ps * ps * k, cfg.dim, 0.0, false)?,
+            windows_both_ways: windows(false)?,
+            windows_causal: windows(true)?,
+            taps,
+        })
+    }
+
+    /// Patches `[B, N, patch_dim]` (all N of the image) → `[B, N, dim]`.
+    fn forward(&self, patches: &Tensor, both_ways: bool) -> Result<Tensor> {
+        let (b, n, _) = patches.dims3()?;
+        let features = gelu(&self.filter_responses(patches, both_ways)?)?;
+        let per_patch = features.elem_count() / (b * n);
+        self.proj.forward(&features.reshape((b, n, per_patch))?)
+    }
+
+    /// The filters' responses at every pixel, `[B·N·patch²,  filters]` (patch by patch, pixels row-major).
+    fn filter_responses(&self, patches: &Tensor, both_ways: bool) -> Result<Tensor> {
+        let (b, n, pd) = patches.dims3()?;
+        let windows = if both_ways { &self.windows_both_ways } else { &self.windows_causal };
+        if windows.dim(0)? != n * pd * 9 {
+            candle_core::bail!("patch stem: expected every patch of the image, got {n}");
+        }
+        let flat = Tensor::cat(&[patches.reshape((b, n * pd))?, Tensor::zeros((b, 1), patches.dtype(), patches.device())?], 1)?;
+        let cols = flat.index_select(windows, 1)?.reshape(((), self.taps))?;
+        self.filters.forward(&cols)
+    }
+}
+
+/// [`PatchStem`]'s gather indices, patch by patch in raster order, then pixel by pixel inside the patch, then
+/// the 3×3 taps (row-major), then channels.
+fn stem_window_indices(cfg: &ModelConfig, causal: bool) -> Vec<u32> {
+    let (ps, c, g) = (cfg.patch_size as isize, cfg.channels, cfg.grid() as isize);
+    let side = g * ps;
+    let pd = cfg.patch_dim();
+    let zero = (cfg.n_patches() * pd) as u32;
+    let mut out = Vec::with_capacity(cfg.n_patches() * pd * 9);
+    for patch in 0..g * g {
+        let (gy, gx) = (patch / g, patch % g);
+        for py in 0..ps {
+            for px in 0..ps {
+                for dy in -1..=1 {
+                    for dx in -1..=1 {
+                        let (y, x) = (gy * ps + py + dy, gx * ps + px + dx);
+                        let source = (y / ps) * g + x / ps;
+                        let readable = (0..side).contains(&y) && (0..side).contains(&x) && (!causal || source <= patch);
+                        for ch in 0..c {
+                            out.push(if readable {
+                                (source as usize * pd + (((y % ps) * ps + x % ps) as usize) * c + ch) as u32
+                            } else {
+                                zero
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 pub struct Transformer {
     pub cfg: ModelConfig,
     patch_embed: Linear,
+    /// Convolutional features added to the linear patch embedding (`cfg.stem_channels` > 0).
+    stem: Option<PatchStem>,
     patch_pos: Tensor,
     /// Fixed (not learned) additions: sine-cosine positions of patches and values of coordinate bins.
     fixed_patch_pos: Option<Tensor>,
@@ -292,7 +382,7 @@ impl Transformer {
             }
         };
         let blocks = (0..cfg.n_layers).map(|i| Block::new(p, &format!("blocks.{i}"), cfg)).collect::<Result<_>>()?;
-        Ok(Transformer {
+        let mut model = Transformer {
             cfg: cfg.clone(),
             patch_embed: Linear::new(p, "patch_embed", cfg.patch_dim(), cfg.dim, 1.0 / (cfg.patch_dim() as f64).sqrt(), true)?,
             patch_pos: p.get("patch_pos", &[cfg.n_patches(), cfg.dim], if pos_std > 0.0 { Init::Normal(pos_std) } else { Init::Zeros })?,
@@ -306,7 +396,13 @@ impl Transformer {
             token_head: Linear::new(p, "token_head", cfg.dim, vocab, INIT_STD, true)?,
             // Created last so that adding it left every other parameter's seeded init unchanged.
             dense_head: Linear::new(p, "dense_head", cfg.dim, super::objectives::DENSE_BOX_OUTPUTS + 1 + cfg.n_classes, INIT_STD, true)?,
-        })
+            stem: None,
+        };
+        // After every other parameter, so that a model without a stem draws the same seeded init as before.
+        if cfg.stem_channels > 0 {
+            model.stem = Some(PatchStem::new(p, cfg)?);
+        }
+        Ok(model)
     }
 
     pub fn device(&self) -> &Device {
@@ -314,8 +410,13 @@ impl Transformer {
     }
 
     /// Embeds patches `[B, N, patch_dim]` and/or output tokens `[B, L]` (u32) whose first one sits at output position
-    /// `token_offset`.
+    /// `token_offset`. The patches see each other both ways (classification, detection); see [`Transformer::forward`]
+    /// for pretraining's causal order.
     pub fn embed(&self, patches: Option<&Tensor>, tokens: Option<&Tensor>, token_offset: usize) -> Result<Tensor> {
+        self.embed_with(patches, tokens, token_offset, true)
+    }
+
+    fn embed_with(&self, patches: Option<&Tensor>, tokens: Option<&Tensor>, token_offset: usize, both_ways: bool) -> Result<Tensor> {
         let mut parts = Vec::with_capacity(2);
         if let Some(p) = patches {
             let n = p.dim(1)?;
@@ -323,7 +424,11 @@ impl Transformer {
                 Some(f) => (&self.patch_pos + f)?,
                 None => self.patch_pos.clone(),
             };
-            parts.push(self.patch_embed.forward(p)?.broadcast_add(&pos.narrow(0, 0, n)?)?);
+            let mut x = self.patch_embed.forward(p)?;
+            if let Some(stem) = &self.stem {
+                x = (x + stem.forward(p, both_ways)?)?;
+            }
+            parts.push(x.broadcast_add(&pos.narrow(0, 0, n)?)?);
         }
         if let Some(t) = tokens {
             let (b, l) = t.dims2()?;
@@ -376,7 +481,9 @@ impl Transformer {
         tokens: Option<&Tensor>,
         mask: Option<usize>,
     ) -> Result<Tensor> {
-        let x = self.embed(patches, tokens, 0)?;
+        let n = patches.map_or(Ok(0), |p| p.dim(1))?;
+        let both_ways = mask.is_none_or(|prefix| prefix >= n);
+        let x = self.embed_with(patches, tokens, 0, both_ways)?;
         self.forward_embedded(&x, mask, None, None)
     }
 }
@@ -509,6 +616,62 @@ mod tests {
         for pos in [0, n / 2, n, n + 4] {
             let d = max_diff(&h1.narrow(1, pos, 1).unwrap(), &h3.narrow(1, pos, 1).unwrap());
             assert!(d > 1e-4, "position {pos} did not see the changed patch");
+        }
+    }
+
+    fn tiny_stem() -> (ModelConfig, Transformer, ParamStore<'static>) {
+        let (cfg, _) = tiny();
+        let cfg = ModelConfig { stem_channels: 4, ..cfg };
+        let mut p = ParamStore::init(7, &Device::Cpu);
+        let m = Transformer::new(&cfg, &mut p).unwrap();
+        (cfg, m, p)
+    }
+
+    #[test]
+    fn patch_stem_filters_are_a_3x3_convolution_over_the_whole_image() {
+        let (cfg, m, _) = tiny_stem();
+        let stem = m.stem.as_ref().unwrap();
+        let (b, c, s, ps, k) = (2, cfg.channels, cfg.image_size, cfg.patch_size, cfg.stem_channels);
+        let image = Tensor::randn(0f32, 1.0, (b, c, s, s), &Device::Cpu).unwrap();
+        let ours = stem.filter_responses(&patchify(&image, ps).unwrap(), true).unwrap();
+        // Taps are ordered (row, column, channel); candle's conv2d kernel is [out, in, row, column].
+        let kernel = stem.filters.weight.reshape((k, 3, 3, c)).unwrap().permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+        let conv = image.conv2d(&kernel, 1, 1, 1, 1).unwrap().broadcast_add(&stem.filters.bias.as_ref().unwrap().reshape((1, k, 1, 1)).unwrap()).unwrap();
+        let g = cfg.grid();
+        let conv = conv.reshape((b, k, g, ps, g, ps)).unwrap().permute((0, 2, 4, 3, 5, 1)).unwrap().reshape(((), k)).unwrap();
+        assert!(max_diff(&ours, &conv) < 1e-4, "{}", max_diff(&ours, &conv));
+    }
+
+    #[test]
+    fn patch_stem_starts_as_the_plain_model_and_never_shows_a_patch_to_earlier_tokens_when_causal() {
+        let (cfg, plain) = tiny();
+        let (_, fresh, p) = tiny_stem();
+        let (patches, tokens) = inputs(&cfg);
+        let n = cfg.n_patches();
+        let both_ways = prefix_len(n + 5, n, &Device::Cpu).unwrap();
+        let a = plain.forward(Some(&patches), Some(&tokens), Some(both_ways)).unwrap();
+        assert_eq!(max_diff(&a, &fresh.forward(Some(&patches), Some(&tokens), Some(both_ways)).unwrap()), 0.0);
+
+        // A trained (non-zero) projection: the stem changes the outputs. Pretraining's causal order predicts patch
+        // j from position j-1, so changing patch j must leave positions < j unchanged; both ways, the patch to the
+        // left and the one above read its border pixels.
+        let proj = &p.vars.iter().find(|(name, _)| *name == "stem.proj.weight").unwrap().1;
+        proj.set(&Tensor::randn(0f32, 0.5, proj.shape(), &Device::Cpu).unwrap()).unwrap();
+        let stem = fresh.stem.as_ref().unwrap();
+        let causal = prefix_len(n, 1, &Device::Cpu).unwrap();
+        let h1 = fresh.forward(Some(&patches), None, Some(causal)).unwrap();
+        assert!(max_diff(&h1, &plain.forward(Some(&patches), None, Some(causal)).unwrap()) > 1e-4);
+        let g = cfg.grid();
+        for j in [1, g + 1, n / 2 + 1, n - 1] {
+            let changed = patches.narrow(1, j, 1).unwrap().affine(-1.0, 0.5).unwrap();
+            let p2 = Tensor::cat(&[&patches.narrow(1, 0, j).unwrap(), &changed, &patches.narrow(1, j + 1, n - j - 1).unwrap()], 1).unwrap();
+            let h2 = fresh.forward(Some(&p2), None, Some(causal)).unwrap();
+            assert!(max_diff(&h1.narrow(1, 0, j).unwrap(), &h2.narrow(1, 0, j).unwrap()) < 1e-6, "patch {j} leaked backwards");
+            assert!(max_diff(&h1.narrow(1, j, 1).unwrap(), &h2.narrow(1, j, 1).unwrap()) > 1e-4);
+            let (s1, s2) = (stem.forward(&patches, true).unwrap(), stem.forward(&p2, true).unwrap());
+            for neighbour in [j - 1, j.saturating_sub(g)] {
+                assert!(max_diff(&s1.narrow(1, neighbour, 1).unwrap(), &s2.narrow(1, neighbour, 1).unwrap()) > 1e-4, "{neighbour} did not see {j}");
+            }
         }
     }
 

@@ -172,6 +172,8 @@ pub struct ModelOverrides {
     pub local_mixing: Option<bool>,
     #[serde(default)]
     pub local_mixing_full: Option<bool>,
+    #[serde(default)]
+    pub stem_channels: Option<usize>,
 }
 
 impl ModelOverrides {
@@ -187,6 +189,7 @@ impl ModelOverrides {
         cfg.mlp_ratio = self.mlp_ratio.unwrap_or(cfg.mlp_ratio);
         cfg.local_mixing = self.local_mixing.unwrap_or(cfg.local_mixing);
         cfg.local_mixing_full = cfg.local_mixing && self.local_mixing_full.unwrap_or(cfg.local_mixing_full);
+        cfg.stem_channels = self.stem_channels.unwrap_or(cfg.stem_channels);
         if let Some(p) = self.patch_size {
             cfg.patch_size = p;
             cfg.image_size = (cfg.image_size / p.max(1)).max(2) * p;
