@@ -72,3 +72,23 @@ fn flip_tta_on_a_detector_trained_without_flips_says_it_changes_nothing() {
         assert_eq!(err.contains("--flip-tta changes nothing"), expect_note, "--augment {augment}: {err}");
     }
 }
+
+#[test]
+fn a_model_with_the_convolutional_stem_saves_loads_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = demo_data(dir.path(), 12);
+    let ckpt = dir.path().join("stem.ckpt");
+    let ckpt = ckpt.to_str().unwrap();
+    let (ok, err) = tessera(&["train", &data, "--task", "detect", "--steps", "2", "--stem-channels", "4", "--out", ckpt, "--json"]);
+    assert!(ok, "{err}");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("stem.ckpt/checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(meta["model"]["stem_channels"], 4, "{meta}");
+    let (ok, err) = tessera(&["eval", ckpt, &data, "--json"]);
+    assert!(ok, "{err}");
+    // Fine-tuning from it keeps the stem (the config comes from the checkpoint).
+    let tuned = dir.path().join("tuned.ckpt");
+    let (ok, err) = tessera(&["train", &data, "--task", "detect", "--init", ckpt, "--steps", "1", "--out", tuned.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tuned.join("checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(meta["model"]["stem_channels"], 4, "{meta}");
+}
