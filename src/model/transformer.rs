@@ -382,7 +382,7 @@ impl Transformer {
             }
         };
         let blocks = (0..cfg.n_layers).map(|i| Block::new(p, &format!("blocks.{i}"), cfg)).collect::<Result<_>>()?;
-        let mut model = Transformer {
+        Ok(Transformer {
             cfg: cfg.clone(),
             patch_embed: Linear::new(p, "patch_embed", cfg.patch_dim(), cfg.dim, 1.0 / (cfg.patch_dim() as f64).sqrt(), true)?,
             patch_pos: p.get("patch_pos", &[cfg.n_patches(), cfg.dim], if pos_std > 0.0 { Init::Normal(pos_std) } else { Init::Zeros })?,
@@ -396,13 +396,10 @@ impl Transformer {
             token_head: Linear::new(p, "token_head", cfg.dim, vocab, INIT_STD, true)?,
             // Created last so that adding it left every other parameter's seeded init unchanged.
             dense_head: Linear::new(p, "dense_head", cfg.dim, super::objectives::DENSE_BOX_OUTPUTS + 1 + cfg.n_classes, INIT_STD, true)?,
-            stem: None,
-        };
-        // After every other parameter, so that a model without a stem draws the same seeded init as before.
-        if cfg.stem_channels > 0 {
-            model.stem = Some(PatchStem::new(p, cfg)?);
-        }
-        Ok(model)
+            // After every other parameter (fields initialise in this order), so that a model without a stem
+            // draws the same seeded init as before.
+            stem: if cfg.stem_channels > 0 { Some(PatchStem::new(p, cfg)?) } else { None },
+        })
     }
 
     pub fn device(&self) -> &Device {
