@@ -82,11 +82,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BOOL")]
     pub local_mixing: Option<bool>,
     /// Model shape: local mixing also reads the following neighbours where the patches see each other both ways
-    /// (classification, detection; true/false; default: the preset's).
+    /// (classification, detection; true/false; default: true for classification and pretraining, else the preset's).
     #[arg(long, value_name = "BOOL")]
     pub local_mixing_full: Option<bool>,
     /// Model shape: filters of the convolutional patch stem (3×3 windows, added to the linear patch embedding;
-    /// 0: none; default: the preset's).
+    /// 0: none; default: 16 for classification and pretraining, none for detection).
     #[arg(long, value_name = "N")]
     pub stem_channels: Option<usize>,
     /// Square model input size in pixels (default: from the data and the preset).

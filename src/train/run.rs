@@ -384,7 +384,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         (None, None) => {
             let preset = ModelConfig::preset(&config.preset).map_err(anyhow::Error::msg)?;
             let size = config.image_size.unwrap_or_else(|| auto_image_size(&project, &preset));
-            let mut c = config.model.apply(preset.with_image_size(size));
+            let mut c = config.model.with_defaults_for(objective).apply(preset.with_image_size(size));
             c.validate().map_err(|e| anyhow::anyhow!("model shape: {e}"))?;
             if objective == Objective::Detect {
                 // Room for the most crowded training image plus as many noise boxes (sequence augmentation).
@@ -740,5 +740,26 @@ mod tests {
         }
         assert_eq!(default_augment(Objective::Classify, 54_000), Augment::none());
         assert!(default_augment(Objective::Detect, 54_000).dihedral);
+    }
+
+    #[test]
+    fn new_classification_and_pretraining_models_get_the_stem_and_detection_models_do_not() {
+        use crate::train::worker::{ModelOverrides, DEFAULT_STEM_CHANNELS};
+        let tiny = ModelConfig::preset("tiny").unwrap();
+        assert!(tiny.stem_channels == 0 && !tiny.local_mixing_full, "the preset itself is plain");
+        for objective in [Objective::Classify, Objective::Pretrain] {
+            let c = ModelOverrides::default().with_defaults_for(objective).apply(tiny.clone());
+            assert_eq!((c.stem_channels, c.local_mixing_full), (DEFAULT_STEM_CHANNELS, true), "{objective:?}");
+        }
+        let d = ModelOverrides::default().with_defaults_for(Objective::Detect).apply(tiny.clone());
+        assert_eq!((d.stem_channels, d.local_mixing_full), (0, false));
+        // What the user says wins: `--stem-channels 0 --local-mixing-full false` is the plain model again, and
+        // without local mixing there are no following taps to add.
+        let asked = ModelOverrides { stem_channels: Some(0), local_mixing_full: Some(false), ..Default::default() };
+        let c = asked.with_defaults_for(Objective::Classify).apply(tiny.clone());
+        assert_eq!((c.stem_channels, c.local_mixing_full), (0, false));
+        let no_mixing = ModelOverrides { local_mixing: Some(false), ..Default::default() };
+        let c = no_mixing.with_defaults_for(Objective::Classify).apply(tiny.clone());
+        assert!(!c.local_mixing && !c.local_mixing_full && c.stem_channels == DEFAULT_STEM_CHANNELS);
     }
 }

@@ -161,6 +161,10 @@ pub fn crowded_sequences(order: ObjectOrder, noise: Option<crate::model::objecti
     (order, noise)
 }
 
+/// Filters in the convolutional patch stem of a new classification or pretraining model
+/// ([`ModelOverrides::with_defaults_for`]).
+pub const DEFAULT_STEM_CHANNELS: usize = 16;
+
 /// Shape changes on top of a preset (each `None` keeps the preset's value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ModelOverrides {
@@ -179,6 +183,19 @@ pub struct ModelOverrides {
 impl ModelOverrides {
     pub fn is_empty(&self) -> bool {
         *self == ModelOverrides::default()
+    }
+
+    /// These overrides, with the shape a new model for `objective` gets where they say nothing. Classification,
+    /// and generative pretraining (whose backbone is fine-tuned for classification as often as for detection), add
+    /// the convolutional stem and local mixing's four following taps: with both, Fashion-MNIST (defaults
+    /// otherwise, 15 min, 1 thread, seed 1) scores 0.880 test accuracy against 0.876 without, and the stem helped
+    /// CIFAR-10 too (session 12). Detection keeps the preset's shape: the stem did not help card detection.
+    pub fn with_defaults_for(mut self, objective: Objective) -> Self {
+        if objective != Objective::Detect {
+            self.stem_channels.get_or_insert(DEFAULT_STEM_CHANNELS);
+            self.local_mixing_full.get_or_insert(true);
+        }
+        self
     }
 
     /// The preset with these changes; the result is validated by the caller (`ModelConfig::validate`).
