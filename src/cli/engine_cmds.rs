@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// 0: none; default: 16 for classification and pretraining, none for detection).
     #[arg(long, value_name = "N")]
     pub stem_channels: Option<usize>,
+    /// Model shape: residual MLP blocks in generative pretraining's pixel head before its output layer
+    /// (default: the preset's, none).
+    #[arg(long, value_name = "N")]
+    pub pixel_head_blocks: Option<usize>,
     /// Square model input size in pixels (default: from the data and the preset).
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -233,7 +237,7 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
         label_smoothing: a.label_smoothing,
         class_aux: a.class_aux,
         layer_decay: a.layer_decay,
-        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels },
+        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks },
         grad_accum: a.grad_accum,
         ema: a.ema,
         early_stop_patience: a.patience,

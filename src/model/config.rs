@@ -51,6 +51,10 @@ pub struct ModelConfig {
     /// (also what checkpoints from before it existed load as).
     #[serde(default)]
     pub stem_channels: usize,
+    /// Residual MLP blocks between the trunk and the pixel head's output layer (see `transformer::PixelHead`);
+    /// 0: one linear layer (also what checkpoints from before it existed load as).
+    #[serde(default)]
+    pub pixel_head_blocks: usize,
 }
 
 impl ModelConfig {
@@ -75,6 +79,7 @@ impl ModelConfig {
             local_mixing: true,
             local_mixing_full: false,
             stem_channels: 0,
+            pixel_head_blocks: 0,
         };
         match name {
             // Trains usefully in minutes on 2 CPU cores at 32–128 px.

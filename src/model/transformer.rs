@@ -335,6 +335,43 @@ fn stem_window_indices(cfg: &ModelConfig, causal: bool) -> Vec<u32> {
     out
 }
 
+/// Generative pretraining's head: the next patch's pixels from a position's final state. With
+/// `cfg.pixel_head_blocks` > 0, residual MLP blocks come first, per position (AIM's finding: a deeper head takes
+/// the pixel-level detail off the trunk's last layers, whose features then transfer better).
+pub struct PixelHead {
+    blocks: Vec<(RmsNorm, Linear, Linear)>,
+    out: Linear,
+}
+
+impl PixelHead {
+    fn new(p: &mut ParamStore, cfg: &ModelConfig) -> Result<Self> {
+        let hidden = cfg.dim * cfg.mlp_ratio;
+        // The output layer keeps its old name, so checkpoints from before the blocks existed load unchanged.
+        let out = Linear::new(p, "pixel_head", cfg.dim, cfg.patch_dim(), INIT_STD, true)?;
+        let blocks = (0..cfg.pixel_head_blocks)
+            .map(|i| {
+                let name = format!("pixel_head_blocks.{i}");
+                Ok((
+                    RmsNorm::new(p, &format!("{name}.norm"), cfg.dim, cfg.norm_eps)?,
+                    Linear::new(p, &format!("{name}.fc1"), cfg.dim, hidden, INIT_STD, true)?,
+                    Linear::new(p, &format!("{name}.fc2"), hidden, cfg.dim, INIT_STD, true)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(PixelHead { blocks, out })
+    }
+}
+
+impl Module for PixelHead {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (norm, fc1, fc2) in &self.blocks {
+            x = (&x + fc2.forward(&gelu(&fc1.forward(&norm.forward(&x)?)?)?)?)?;
+        }
+        self.out.forward(&x)
+    }
+}
+
 pub struct Transformer {
     pub cfg: ModelConfig,
     patch_embed: Linear,
@@ -348,7 +385,7 @@ pub struct Transformer {
     token_pos: Tensor,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    pub pixel_head: Linear,
+    pub pixel_head: PixelHead,
     pub token_head: Linear,
     /// Training-only dense head on the image prefix (detection's auxiliary loss): per patch, the distances from its
     /// centre to the four sides of the object covering it, then background and class logits. See
@@ -392,7 +429,7 @@ impl Transformer {
             token_pos: p.get("token_pos", &[cfg.max_output_tokens(), cfg.dim], Init::Normal(INIT_STD))?,
             blocks,
             norm: RmsNorm::new(p, "norm", cfg.dim, cfg.norm_eps)?,
-            pixel_head: Linear::new(p, "pixel_head", cfg.dim, cfg.patch_dim(), INIT_STD, true)?,
+            pixel_head: PixelHead::new(p, cfg)?,
             token_head: Linear::new(p, "token_head", cfg.dim, vocab, INIT_STD, true)?,
             // Created last so that adding it left every other parameter's seeded init unchanged.
             dense_head: Linear::new(p, "dense_head", cfg.dim, super::objectives::DENSE_BOX_OUTPUTS + 1 + cfg.n_classes, INIT_STD, true)?,
@@ -614,6 +651,22 @@ mod tests {
             let d = max_diff(&h1.narrow(1, pos, 1).unwrap(), &h3.narrow(1, pos, 1).unwrap());
             assert!(d > 1e-4, "position {pos} did not see the changed patch");
         }
+    }
+
+    #[test]
+    fn pixel_head_blocks_work_per_position_and_leave_the_trunk_unchanged() {
+        let (cfg, plain) = tiny();
+        let deep = Transformer::new(&ModelConfig { pixel_head_blocks: 2, ..cfg.clone() }, &mut ParamStore::init(7, &Device::Cpu)).unwrap();
+        assert_eq!(deep.pixel_head.blocks.len(), 2);
+        let h = Tensor::randn(0f32, 1.0, (2, 5, cfg.dim), &Device::Cpu).unwrap();
+        let all = deep.pixel_head.forward(&h).unwrap();
+        assert_eq!(all.dims(), &[2, 5, cfg.patch_dim()]);
+        // Per position: one position alone gives the same pixels as inside the sequence.
+        let one = deep.pixel_head.forward(&h.narrow(1, 3, 1).unwrap()).unwrap();
+        assert!(max_diff(&one, &all.narrow(1, 3, 1).unwrap()) < 1e-5);
+        // The blocks change the head's output, and are drawn after the output layer, which keeps its init.
+        assert!(max_diff(&all, &plain.pixel_head.forward(&h).unwrap()) > 1e-3);
+        assert_eq!(max_diff(&deep.pixel_head.out.weight, &plain.pixel_head.out.weight), 0.0);
     }
 
     fn tiny_stem() -> (ModelConfig, Transformer, ParamStore<'static>) {

@@ -178,6 +178,8 @@ pub struct ModelOverrides {
     pub local_mixing_full: Option<bool>,
     #[serde(default)]
     pub stem_channels: Option<usize>,
+    #[serde(default)]
+    pub pixel_head_blocks: Option<usize>,
 }
 
 impl ModelOverrides {
@@ -207,6 +209,7 @@ impl ModelOverrides {
         cfg.local_mixing = self.local_mixing.unwrap_or(cfg.local_mixing);
         cfg.local_mixing_full = cfg.local_mixing && self.local_mixing_full.unwrap_or(cfg.local_mixing_full);
         cfg.stem_channels = self.stem_channels.unwrap_or(cfg.stem_channels);
+        cfg.pixel_head_blocks = self.pixel_head_blocks.unwrap_or(cfg.pixel_head_blocks);
         if let Some(p) = self.patch_size {
             cfg.patch_size = p;
             cfg.image_size = (cfg.image_size / p.max(1)).max(2) * p;
