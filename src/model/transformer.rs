@@ -654,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn pixel_head_blocks_work_per_position_and_leave_the_trunk_unchanged() {
+    fn pixel_head_blocks_work_per_position_and_leave_the_output_layers_init_unchanged() {
         let (cfg, plain) = tiny();
         let deep = Transformer::new(&ModelConfig { pixel_head_blocks: 2, ..cfg.clone() }, &mut ParamStore::init(7, &Device::Cpu)).unwrap();
         assert_eq!(deep.pixel_head.blocks.len(), 2);
