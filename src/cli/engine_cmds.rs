@@ -111,8 +111,9 @@ pub struct RunArgs {
     /// Use a CUDA GPU if this build has one.
     #[arg(long)]
     pub gpu: bool,
-    /// Data augmentation: "default" (per task), "none", or a comma list of hflip, dihedral, shift=F, scale=LO-HI
-    /// (e.g. "hflip,shift=0.1,scale=0.7-1.4"; dihedral = flips and 90° rotations; scale = zoom jitter).
+    /// Data augmentation: "default" (per task), "none", or a comma list of hflip, dihedral, shift=F, scale=LO-HI,
+    /// erase=P (e.g. "hflip,shift=0.1,scale=0.7-1.4"; dihedral = flips and 90° rotations; scale = zoom jitter;
+    /// erase = random erasing with probability P, for classification).
     #[arg(long, default_value = "default")]
     pub augment: String,
     /// Print a JSON summary at the end instead of a progress bar.
@@ -204,6 +205,10 @@ fn parse_augment(s: &str) -> anyhow::Result<Option<Augment>> {
             None if part == "hflip" => a.hflip = true,
             None if part == "dihedral" => a.dihedral = true,
             Some(("shift", v)) => a.translate = v.parse().with_context(|| format!("--augment: bad shift '{v}'"))?,
+            Some(("erase", v)) => {
+                a.erase = v.parse().with_context(|| format!("--augment: bad erase probability '{v}'"))?;
+                anyhow::ensure!((0.0..=1.0).contains(&a.erase), "--augment: erase probability {v} is not in 0..1");
+            }
             Some(("scale", v)) => {
                 let bad = || format!("--augment: bad scale '{v}' (expected LO-HI, e.g. 0.7-1.4)");
                 let (lo, hi) = v.split_once('-').with_context(bad)?;
@@ -211,7 +216,7 @@ fn parse_augment(s: &str) -> anyhow::Result<Option<Augment>> {
                 anyhow::ensure!(0.1 <= lo && lo <= hi && hi <= 10.0, "{}", bad());
                 a.scale = (lo, hi);
             }
-            _ => anyhow::bail!("--augment: unknown '{part}' (expected default, none, hflip, dihedral, shift=F, scale=LO-HI)"),
+            _ => anyhow::bail!("--augment: unknown '{part}' (expected default, none, hflip, dihedral, shift=F, scale=LO-HI, erase=P)"),
         }
     }
     Ok(Some(a))

@@ -187,6 +187,11 @@ pub struct Augment {
     /// crops, below 1 zooms out inside a border) at a random place. `(1, 1)` = off.
     #[serde(default = "no_scale")]
     pub scale: (f32, f32),
+    /// Random erasing (Zhong et al., 2017): the probability that one rectangle of the image (2–40 % of its
+    /// area, aspect ratio 0.3–3.3) is replaced by uniform noise. A regulariser for classification runs long
+    /// enough to overfit; it leaves boxes as they are, so it is not meant for detection. `0` = off.
+    #[serde(default)]
+    pub erase: f32,
 }
 
 fn no_scale() -> (f32, f32) {
@@ -195,7 +200,7 @@ fn no_scale() -> (f32, f32) {
 
 impl Augment {
     pub fn none() -> Augment {
-        Augment { hflip: false, dihedral: false, translate: 0.0, scale: no_scale() }
+        Augment { hflip: false, dihedral: false, translate: 0.0, scale: no_scale(), erase: 0.0 }
     }
 
     fn jitters_scale(&self) -> bool {
@@ -212,9 +217,42 @@ pub struct Batch {
     pub indices: Vec<usize>,
 }
 
+/// Transforms one item: the geometric part ([`transform_item`]), then random erasing.
+fn augment_item(item: &Item, size: usize, aug: &Augment, rng: &mut StdRng) -> (Vec<f32>, Vec<Object>) {
+    let (mut pixels, objects) = transform_item(item, size, aug, rng);
+    if aug.erase > 0.0 && rng.random_bool(aug.erase.clamp(0.0, 1.0) as f64) {
+        erase_random_rectangle(&mut pixels, size, rng);
+    }
+    (pixels, objects)
+}
+
+/// Replaces one random rectangle of 2–40 % of the image's area (aspect ratio 0.3–3.3, log-uniform) with
+/// standard normal noise: the pixels are normalised, so this is noise at the data's own contrast (torchvision's
+/// `RandomErasing(value="random")`). Tries a few draws for one that fits, as Zhong et al. do.
+fn erase_random_rectangle(pixels: &mut [f32], size: usize, rng: &mut StdRng) {
+    let plane = size * size;
+    for _ in 0..10 {
+        let area = rng.random_range(0.02..0.4) * plane as f32;
+        let aspect = rng.random_range((0.3f32).ln()..(1.0f32 / 0.3).ln()).exp();
+        let (h, w) = ((area * aspect).sqrt().round() as usize, (area / aspect).sqrt().round() as usize);
+        if h == 0 || w == 0 || h >= size || w >= size {
+            continue;
+        }
+        let (y0, x0) = (rng.random_range(0..=size - h), rng.random_range(0..=size - w));
+        for c in 0..pixels.len() / plane {
+            for y in y0..y0 + h {
+                for x in x0..x0 + w {
+                    pixels[c * plane + y * size + x] = rng.sample(rand_distr::StandardNormal);
+                }
+            }
+        }
+        return;
+    }
+}
+
 /// Transforms one item: optional zoom (bilinear) at a random place, integer shift (zero fill), optional
 /// flips/rotation; boxes follow, clipped to the image, and boxes left less than half visible are dropped.
-fn augment_item(item: &Item, size: usize, aug: &Augment, rng: &mut StdRng) -> (Vec<f32>, Vec<Object>) {
+fn transform_item(item: &Item, size: usize, aug: &Augment, rng: &mut StdRng) -> (Vec<f32>, Vec<Object>) {
     let max_shift = (aug.translate * size as f32) as i64;
     let (dx, dy) = if max_shift > 0 {
         (rng.random_range(-max_shift..=max_shift), rng.random_range(-max_shift..=max_shift))
@@ -404,7 +442,7 @@ mod tests {
         // A single bright pixel block at a known box; after any transform the box must still cover it.
         let size = 16;
         let item = bright_block(size, 9..13, 2..5);
-        let aug = Augment { hflip: true, dihedral: true, translate: 0.1, scale: (1.0, 1.0) };
+        let aug = Augment { hflip: true, dihedral: true, translate: 0.1, ..Augment::none() };
         for seed in 0..20 {
             let (p, objs) = augment_item(&item, size, &aug, &mut StdRng::seed_from_u64(seed));
             let o = objs[0];
@@ -423,12 +461,40 @@ mod tests {
     }
 
     #[test]
+    fn random_erasing_replaces_one_rectangle_and_keeps_boxes() {
+        let size = 28;
+        let item = bright_block(size, 9..13, 2..5);
+        let always = Augment { erase: 1.0, ..Augment::none() };
+        let mut erased_fractions = vec![];
+        for seed in 0..30 {
+            let (p, objs) = augment_item(&item, size, &always, &mut StdRng::seed_from_u64(seed));
+            assert_eq!(objs, item.objects, "erasing leaves boxes alone");
+            let changed: Vec<usize> = (0..3 * size * size).filter(|&i| p[i] != item.pixels[i]).collect();
+            // The changed pixels lie in one rectangle, the same in all three channels.
+            let plane = size * size;
+            let in_first: Vec<usize> = changed.iter().copied().filter(|&i| i < plane).collect();
+            assert_eq!(changed.len(), 3 * in_first.len(), "seed {seed}");
+            let (xs, ys): (Vec<usize>, Vec<usize>) = in_first.iter().map(|&i| (i % size, i / size)).unzip();
+            let w = xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1;
+            let h = ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1;
+            assert_eq!(in_first.len(), w * h, "seed {seed}: the erased pixels are not one rectangle");
+            erased_fractions.push(in_first.len() as f32 / plane as f32);
+        }
+        assert!(erased_fractions.iter().all(|&f| (0.01..0.45).contains(&f)), "{erased_fractions:?}");
+        let mean = erased_fractions.iter().sum::<f32>() / erased_fractions.len() as f32;
+        assert!((0.1..0.3).contains(&mean), "mean erased fraction {mean}");
+        // Probability 0 (the default) is the identity.
+        let (p, _) = augment_item(&item, size, &Augment::none(), &mut StdRng::seed_from_u64(1));
+        assert_eq!(p, item.pixels);
+    }
+
+    #[test]
     fn zoom_jitter_moves_boxes_with_pixels() {
         // A bright block; after zooming in or out at a random place (with flips), the block's box must still hold
         // (nearly) all of its brightness, and the boxes must change size.
         let size = 32;
         let item = bright_block(size, 12..22, 10..18);
-        let aug = Augment { hflip: true, dihedral: true, translate: 0.0, scale: (0.5, 2.0) };
+        let aug = Augment { hflip: true, dihedral: true, scale: (0.5, 2.0), ..Augment::none() };
         let mut widths = vec![];
         for seed in 0..40 {
             let (p, objs) = augment_item(&item, size, &aug, &mut StdRng::seed_from_u64(seed));

@@ -112,7 +112,7 @@ pub fn default_augment(objective: Objective, train_images: usize) -> Augment {
     match objective {
         Objective::Classify if train_images < CLASSIFY_SHIFT_BELOW => Augment { translate: 0.08, ..Augment::none() },
         Objective::Classify => Augment::none(),
-        Objective::Detect => Augment { hflip: true, dihedral: true, translate: 0.1, scale: (1.0, 1.0) },
+        Objective::Detect => Augment { hflip: true, dihedral: true, translate: 0.1, ..Augment::none() },
         Objective::Pretrain => Augment { hflip: true, dihedral: true, ..Augment::none() },
     }
 }
