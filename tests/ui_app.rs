@@ -413,6 +413,41 @@ fn train_view_warns_about_a_rare_class_and_stops_warning_once_it_is_labelled() {
 }
 
 #[test]
+fn augmentation_can_be_chosen_by_hand_and_reaches_the_run() {
+    use tessera::train::data::Augment;
+    let env = env();
+    let dir = env.root.join("aug");
+    let mut p = tiny_project(&dir, Task::Classify, 12);
+    for (i, im) in p.images.iter_mut().enumerate() {
+        im.class = Some(i % 3);
+    }
+    p.save().unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Train));
+    h.step();
+    // A small classification project: the engine would shift by up to 8 % and not mirror.
+    assert!(h.query_by_label_contains("For this project: shifts up to 8 %").is_some());
+    assert_eq!(h.state().state.train_configs(&env.root).last().unwrap().augment, None);
+
+    h.get_by_label("Automatic augmentation").click();
+    h.step();
+    h.step();
+    let small_classify = Augment { translate: 0.08, ..Augment::none() };
+    assert_eq!(h.state().state.settings.train.augment, Some(small_classify), "hand-picking starts from the automatic choice");
+    h.get_by_label("Mirror left–right").click();
+    h.step();
+    h.step();
+    let configs = h.state().state.train_configs(&env.root);
+    assert_eq!(configs.last().unwrap().augment, Some(Augment { hflip: true, ..small_classify }), "the fine-tuning run gets it");
+
+    h.get_by_label("Automatic augmentation").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().state.settings.train.augment, None);
+}
+
+#[test]
 fn help_overlay_toggles_with_f1() {
     let env = env();
     let mut h = harness(&env);
@@ -476,7 +511,7 @@ fn fake_worker(dir: &Path) -> tessera::train::TrainHandle {
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<Event>();
     let ckpt = dir.join("ckpt");
     let thread = std::thread::spawn(move || {
-        let _ = ev_tx.send(Event::Started { total_steps: 1000, device: "CPU".into(), parameters: 1_234_567 });
+        let _ = ev_tx.send(Event::Started { total_steps: 1000, device: "CPU".into(), parameters: 1_234_567, augment: tessera::train::data::Augment::none() });
         let mut step = 0u64;
         loop {
             match cmd_rx.try_recv() {

@@ -284,9 +284,10 @@ fn drive(project: Project, config: TrainConfig, json_out: bool) -> anyhow::Resul
     let mut result = Ok(());
     for ev in handle.events.iter() {
         match ev {
-            Event::Started { total_steps, device, parameters } => {
+            Event::Started { total_steps, device, parameters, augment } => {
                 bar.set_length(total_steps);
-                say(&bar, format!("training on {device}, {:.2}M parameters", parameters as f64 / 1e6));
+                say(&bar, format!("training on {device}, {:.2}M parameters; augmentation: {}", parameters as f64 / 1e6, augment.describe()));
+                summary["augment"] = json!(augment);
                 summary["device"] = json!(device);
                 summary["parameters"] = json!(parameters);
             }

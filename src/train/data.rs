@@ -188,7 +188,7 @@ pub struct Augment {
     #[serde(default = "no_scale")]
     pub scale: (f32, f32),
     /// Random erasing (Zhong et al., 2017): the probability that one rectangle of the image (2–40 % of its
-    /// area, aspect ratio 0.3–3.3) is replaced by uniform noise. A regulariser for classification runs long
+    /// area, aspect ratio 0.3–3.3) is replaced by standard-normal noise. A regulariser for classification runs long
     /// enough to overfit; it leaves boxes as they are, so it is not meant for detection. `0` = off.
     #[serde(default)]
     pub erase: f32,
@@ -201,6 +201,31 @@ fn no_scale() -> (f32, f32) {
 impl Augment {
     pub fn none() -> Augment {
         Augment { hflip: false, dihedral: false, translate: 0.0, scale: no_scale(), erase: 0.0 }
+    }
+
+    /// In words, for people: "mirror, shifts up to 8 %, random erasing 50 %" or "none".
+    pub fn describe(&self) -> String {
+        let mut parts = vec![];
+        if self.hflip {
+            parts.push("mirror".to_string());
+        }
+        if self.dihedral {
+            parts.push("flips and 90° turns".to_string());
+        }
+        if self.translate > 0.0 {
+            parts.push(format!("shifts up to {:.0} %", self.translate * 100.0));
+        }
+        if self.jitters_scale() {
+            parts.push(format!("zoom {}–{}×", self.scale.0, self.scale.1));
+        }
+        if self.erase > 0.0 {
+            parts.push(format!("random erasing {:.0} %", self.erase * 100.0));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
     }
 
     fn jitters_scale(&self) -> bool {
@@ -395,6 +420,13 @@ pub fn make_batch(ds: &Dataset, indices: &[usize], aug: &Augment, rng_seed: u64,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn augmentation_is_described_in_words() {
+        assert_eq!(Augment::none().describe(), "none");
+        let a = Augment { hflip: true, translate: 0.08, scale: (0.7, 1.4), erase: 0.5, ..Augment::none() };
+        assert_eq!(a.describe(), "mirror, shifts up to 8 %, zoom 0.7–1.4×, random erasing 50 %");
+    }
 
     #[test]
     fn letterbox_round_trips_boxes() {

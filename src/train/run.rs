@@ -515,7 +515,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     let aug = config.augment.unwrap_or_else(|| default_augment(objective, train.len()));
     let val_loss_options = LossOptions::validation(noise_boxes);
     let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
-    let _ = events.send(Event::Started { total_steps, device: device_name(&device), parameters: params });
+    let _ = events.send(Event::Started { total_steps, device: device_name(&device), parameters: params, augment: aug });
 
     let start = Instant::now();
     let elapsed_before = state.elapsed_s;

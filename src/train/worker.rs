@@ -320,7 +320,8 @@ pub struct SamplePrediction {
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    Started { total_steps: u64, device: String, parameters: usize },
+    /// `augment`: the augmentation this stage trains with (the task's default unless the config set one).
+    Started { total_steps: u64, device: String, parameters: usize, augment: crate::train::data::Augment },
     Step(StepStats),
     Eval(EvalStats),
     Samples(Vec<SamplePrediction>),

@@ -12,6 +12,7 @@ use crate::data::project::{BBox, ClassInfo, ImageSource, Project, Split, Task};
 use crate::eval::EvalReport;
 use crate::model::predictor::AttentionMap;
 use crate::model::{PredictOptions, Prediction, Predictor};
+use crate::train::data::Augment;
 use crate::train::worker::{EvalStats, SamplePrediction, StepStats};
 use crate::train::{Command, Event, Objective, TrainConfig, TrainHandle};
 
@@ -83,6 +84,9 @@ pub struct TrainSettings {
     pub lr: f64,
     pub warmup_steps: u64,
     pub weight_decay: f64,
+    /// Data augmentation while fine-tuning; `None` = the engine's choice for the task and the data's size
+    /// ([`crate::train::run::default_augment`]). Pretraining always uses its own default.
+    pub augment: Option<Augment>,
     pub ema: bool,
     pub early_stop: bool,
     pub patience: u32,
@@ -123,6 +127,7 @@ impl Default for TrainSettings {
             lr: engine.lr,
             warmup_steps: engine.warmup_steps,
             weight_decay: engine.weight_decay,
+            augment: None,
             ema: false,
             early_stop: false,
             patience: 5,
@@ -298,6 +303,8 @@ pub struct TrainingRun {
     pub checkpoint: Option<PathBuf>,
     pub device: String,
     pub parameters: usize,
+    /// The running stage's augmentation, in words.
+    pub augmentation: String,
     pub total_steps: u64,
     /// Stages still to run after the current one.
     pub pending_stages: Vec<TrainConfig>,
@@ -331,6 +338,7 @@ impl TrainingRun {
             checkpoint: r.checkpoint,
             device: String::new(),
             parameters: 0,
+            augmentation: String::new(),
             total_steps: total,
             pending_stages: Vec::new(),
             stage_objective: None,
@@ -663,7 +671,8 @@ impl AppState {
             for _ in 0..5000 {
                 let Ok(ev) = handle.events.try_recv() else { break };
                 match ev {
-                    Event::Started { total_steps, device, parameters } => {
+                    Event::Started { total_steps, device, parameters, augment } => {
+                        run.augmentation = augment.describe();
                         run.stage_total = total_steps;
                         run.total_steps = run.step_offset + total_steps
                             + run.pending_stages.len() as u64 * total_steps.max(1);
@@ -1487,6 +1496,7 @@ impl AppState {
             epochs: Some(t.epochs),
             minutes: t.time_limit.then_some(t.minutes),
             lr: t.effective_lr(task),
+            augment: t.augment,
             init: if t.init_from_current && !t.pretrain { self.checkpoint.clone() } else { None },
             out: out.join("model"),
             ..base
@@ -1532,6 +1542,7 @@ impl AppState {
             checkpoint: None,
             device: String::new(),
             parameters: 0,
+            augmentation: String::new(),
             total_steps: 0,
             pending_stages: later_stages,
             stage_objective: Some(objective),

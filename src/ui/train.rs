@@ -3,7 +3,10 @@
 
 use egui::{Color32, RichText};
 
-use crate::data::project::Task;
+use crate::data::project::{Project, Split, Task};
+use crate::train::data::Augment;
+use crate::train::run::default_augment;
+use crate::train::Objective;
 use crate::train::Command;
 
 use super::charts::{self, ChartOptions};
@@ -130,6 +133,9 @@ impl TrainPanel {
                 ui.add(egui::DragValue::new(&mut t.seed));
                 ui.end_row();
             });
+            if let Some(project) = &state.project {
+                augment_ui(ui, &mut t, project, task);
+            }
             ui.checkbox(&mut t.ema, "EMA of the weights");
             ui.horizontal(|ui| {
                 ui.checkbox(&mut t.early_stop, "Early stop after");
@@ -212,7 +218,7 @@ impl TrainPanel {
                     };
                     theme::badge(ui, &format!("{} · {}", run.name, run.status.label()), color);
                     if run.parameters > 0 {
-                        ui.label(RichText::new(format!("{:.2} M parameters · {}", run.parameters as f64 / 1e6, run.device)).color(ui.visuals().weak_text_color()));
+                        ui.label(RichText::new(format!("{:.2} M parameters · {} · augmentation: {}", run.parameters as f64 / 1e6, run.device, run.augmentation)).color(ui.visuals().weak_text_color()));
                     }
                 }
             });
@@ -385,5 +391,57 @@ pub fn fmt_duration(s: f32) -> String {
         format!("{}m {:02}s", s / 60, s % 60)
     } else {
         format!("{s}s")
+    }
+}
+
+/// Fine-tuning's data augmentation: automatic (the engine's choice for this task and data size, shown in words) or
+/// chosen by hand, starting from the automatic choice.
+fn augment_ui(ui: &mut egui::Ui, t: &mut TrainSettings, project: &Project, task: Task) {
+    let train_images: usize = project.class_counts_for(task, Some(Split::Train)).iter().sum();
+    let automatic = default_augment(Objective::from(task), train_images);
+    let mut auto = t.augment.is_none();
+    let toggle = ui
+        .checkbox(&mut auto, "Automatic augmentation")
+        .on_hover_text("Random changes to the training images so the model learns what matters, not the exact pixels.");
+    if toggle.changed() {
+        t.augment = if auto { None } else { Some(automatic) };
+    }
+    let weak = ui.visuals().weak_text_color();
+    let Some(a) = &mut t.augment else {
+        ui.label(RichText::new(format!("For this project: {}.", automatic.describe())).small().color(weak));
+        return;
+    };
+    ui.checkbox(&mut a.hflip, "Mirror left–right")
+        .on_hover_text("For images whose class does not change in a mirror (clothes, animals, cells); not for digits or text.");
+    ui.checkbox(&mut a.dihedral, "Flip upside down and turn by 90°")
+        .on_hover_text("For images without an up direction: cells under a microscope, aerial photos, the shapes demo.");
+    egui::Grid::new("augment_grid").num_columns(2).spacing([10.0, 6.0]).show(ui, |ui| {
+        ui.label("Shift up to");
+        let mut shift = a.translate * 100.0;
+        if ui.add(egui::DragValue::new(&mut shift).range(0.0..=30.0).speed(0.5).suffix(" %")).changed() {
+            a.translate = shift / 100.0;
+        }
+        ui.end_row();
+        ui.label("Zoom up to").on_hover_text("Zooms each image in or out by up to this factor (1× = off).");
+        let mut zoom = a.scale.1.max(1.0 / a.scale.0.max(0.1));
+        if ui.add(egui::DragValue::new(&mut zoom).range(1.0..=2.0).speed(0.01).suffix("×")).changed() {
+            a.scale = (1.0 / zoom, zoom);
+        }
+        ui.end_row();
+        ui.label("Random erasing").on_hover_text(
+            "In this share of the training images, a random rectangle becomes noise: a regulariser for classification \
+             runs long enough to overfit (Fashion-MNIST, 60 minutes: 50 %).",
+        );
+        let mut erase = a.erase * 100.0;
+        if ui.add(egui::DragValue::new(&mut erase).range(0.0..=100.0).speed(1.0).suffix(" %")).changed() {
+            a.erase = erase / 100.0;
+        }
+        ui.end_row();
+    });
+    if task == Task::Detect && a.erase > 0.0 {
+        ui.label(RichText::new("Erasing does not move the boxes: an erased object keeps its box. Not meant for detection.").small().color(theme::WARN));
+    }
+    if *a == Augment::none() {
+        ui.label(RichText::new("No augmentation: the model sees the same images every epoch.").small().color(weak));
     }
 }
