@@ -772,8 +772,8 @@ fn look_inside_shows_a_pretrained_models_reconstruction() {
     assert_eq!(tex.size(), [64, 64], "the model's input size");
 }
 
-/// Flip TTA in the Predict view (here for a classifier): ticking it re-predicts the open image, whose probabilities
-/// become the mean of the image's and its mirror image's, and the choice is remembered in the settings.
+/// Flip TTA in the Predict view (here for a classifier trained with mirror images): ticking it re-predicts the open
+/// image, whose probabilities become the mean of the image's and its mirror image's, and the choice is remembered.
 #[test]
 fn flip_tta_checkbox_repredicts_with_averaged_probabilities() {
     let env = env();
@@ -781,7 +781,8 @@ fn flip_tta_checkbox_repredicts_with_averaged_probabilities() {
     let opts = tessera::data::demo::DemoOptions { count: 40, single_fraction: 1.0, task: Task::Classify, ..Default::default() };
     let project = tessera::data::demo::write_demo(&dir, &opts).unwrap();
     let ckpt = env.root.join("cls.ckpt");
-    let config = tessera::train::TrainConfig { objective: tessera::train::Objective::Classify, steps: Some(20), out: ckpt.clone(), ..Default::default() };
+    let mirror = tessera::train::data::Augment { hflip: true, ..tessera::train::data::Augment::none() };
+    let config = tessera::train::TrainConfig { objective: tessera::train::Objective::Classify, steps: Some(20), augment: Some(mirror), out: ckpt.clone(), ..Default::default() };
     train_to_end(&project, config);
     let mut h = harness(&env);
     open(&mut h, &dir);

@@ -47,11 +47,11 @@ pub struct EvalArgs {
     pub flip_tta: bool,
 }
 
-/// `--flip-tta` on a detector trained without flips decodes only the image itself: say so rather than let the user
+/// `--flip-tta` on a model trained without flips looks only at the image itself: say so rather than let the user
 /// believe the figure includes TTA.
 pub(crate) fn note_if_tta_changes_nothing(predictor: &Predictor, flip_tta: bool) {
     if flip_tta && predictor.tta_views() < 2 {
-        eprintln!("note: --flip-tta changes nothing here: this detector was trained without flips (its --augment had neither hflip nor dihedral)");
+        eprintln!("note: --flip-tta changes nothing here: this model was trained without flips (its --augment had neither hflip nor dihedral)");
     }
 }
 

@@ -21,7 +21,8 @@ pub struct PredictOptions {
     /// Non-maximum suppression IoU; `None` = off.
     pub nms_iou: Option<f32>,
     /// Test-time augmentation over flips. Classification: also predict the left-right mirrored image and average
-    /// the two probability vectors (only for data where a mirror keeps the class, e.g. clothes, not digits).
+    /// the two probability vectors, if the model trained with mirrored images (`hflip` or `dihedral`: data where
+    /// a mirror keeps the class, e.g. clothes, not digits); otherwise it changes nothing.
     /// Detection: also decode the image under each flip and 90° turn the model was trained with (all 8 under the
     /// default augmentation, the mirror only under `hflip`), map those boxes back and fuse the views' boxes (weighted
     /// boxes fusion: a box every view found keeps its score, one view's guess gets a share of it).
@@ -91,8 +92,9 @@ impl Predictor {
     pub fn image_size(&self) -> usize {
         self.inner.image_size()
     }
-    /// How many views of each image `PredictOptions::flip_tta` predicts: 2 for a classifier (the image and its
-    /// mirror); for a detector the orientations its training augmentation used (8, 2, or 1 = TTA changes nothing).
+    /// How many views of each image `PredictOptions::flip_tta` predicts: the orientations the model's training
+    /// augmentation showed it (1 = TTA changes nothing). A classifier: 2 (the image and its mirror) if it trained
+    /// with mirrors or dihedral flips; a detector: 8, 2 or 1.
     pub fn tta_views(&self) -> usize {
         self.inner.tta_views()
     }

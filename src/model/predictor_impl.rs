@@ -77,8 +77,8 @@ pub struct PredictorImpl {
     classes: Vec<String>,
     task: Objective,
     normalization: Normalization,
-    /// Detection TTA: how many of [`DIHEDRAL_VIEWS`] the model was trained to see (1, 2 or 8).
-    detect_views: usize,
+    /// Flip TTA: how many of [`DIHEDRAL_VIEWS`] the model was trained to see (1 or 2 for a classifier; 1, 2 or 8).
+    tta_views: usize,
     device: Device,
 }
 
@@ -109,12 +109,20 @@ impl PredictorImpl {
         // TTA shows the model only orientations its training augmentation showed it. A checkpoint without training
         // state (stripped for shipping) was trained with the defaults.
         let augment = meta.train.as_ref().and_then(|t| t.config.augment).unwrap_or_else(|| default_augment(meta.task, usize::MAX));
-        let detect_views = if augment.dihedral { 8 } else if augment.hflip { 2 } else { 1 };
-        Ok(PredictorImpl { model, classes: meta.class_names, task: meta.task, normalization: meta.normalization, detect_views, device })
+        // A classifier looks at the mirror image only if it learned that a mirror keeps the class: mirroring a model
+        // trained without flips cost Fashion-MNIST 4 points (0.897 → 0.857).
+        let tta_views = match meta.task {
+            Objective::Classify if augment.hflip || augment.dihedral => 2,
+            Objective::Classify => 1,
+            _ if augment.dihedral => 8,
+            _ if augment.hflip => 2,
+            _ => 1,
+        };
+        Ok(PredictorImpl { model, classes: meta.class_names, task: meta.task, normalization: meta.normalization, tta_views, device })
     }
 
     pub fn tta_views(&self) -> usize {
-        if self.task == Objective::Classify { 2 } else { self.detect_views }
+        self.tta_views
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -174,7 +182,7 @@ impl PredictorImpl {
             match self.task {
                 Objective::Classify => {
                     let mut probs = self.class_probs(&patches)?;
-                    if opts.flip_tta {
+                    if opts.flip_tta && self.tta_views >= 2 {
                         let mirrored: Vec<DynamicImage> = chunk.iter().map(DynamicImage::fliph).collect();
                         let (mirrored, _) = self.patches(&mirrored)?;
                         for (p, m) in probs.iter_mut().zip(self.class_probs(&mirrored)?) {
@@ -188,7 +196,7 @@ impl PredictorImpl {
                     if opts.flip_tta {
                         // Per image, the boxes of every view (mapped back to the image), then fused.
                         let mut views: Vec<Vec<Vec<RawDetection>>> = per_image.into_iter().map(|d| vec![d]).collect();
-                        for view in &DIHEDRAL_VIEWS[1..self.detect_views] {
+                        for view in &DIHEDRAL_VIEWS[1..self.tta_views] {
                             let transformed: Vec<DynamicImage> = chunk.iter().map(|img| view.apply(img)).collect();
                             let (t_patches, t_boxes) = self.patches(&transformed)?;
                             let dets = self.detect_original(&t_patches, &t_boxes, opts)?;

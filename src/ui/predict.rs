@@ -93,7 +93,8 @@ impl PredictPanel {
                 let mut flip = state.settings.flip_tta;
                 let tip = if p.task() == Task::Classify {
                     "Test-time augmentation: average each image's class probabilities with its mirror image's \
-                     (twice the compute; usually a little more accurate). Only for a model trained with flips. \
+                     (twice the compute; usually a little more accurate). Only for a model trained with mirrored \
+                     images (augmentation: mirror); others look at the image itself only. \
                      Also used by Evaluate and label suggestions."
                 } else {
                     "Test-time augmentation: also look at each image flipped and turned (as in training) and \
