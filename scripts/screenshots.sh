@@ -55,8 +55,18 @@ if [[ -n "$CKPT" ]]; then
     printf '{"last_checkpoint": "%s"}\n' "$CKPT" >"$TESSERA_CONFIG_DIR/settings.json"
 fi
 
-# shoot <file name> <view> <seconds to wait> [VAR=value ...]
+# shoot <file name> <view> <seconds to wait> [VAR=value ...], up to 3 tries: now and then the app's connection to
+# Xvfb is refused ("Failed to open connection to X server") although the server runs and the next start succeeds.
 shoot() {
+    for try in 1 2 3; do
+        shoot_once "$@" && return 0
+        echo "(try $try of 3 failed)"
+        sleep 2
+    done
+    return 1
+}
+
+shoot_once() {
     local name="$1" view="$2" wait="$3"
     shift 3
     env TESSERA_VIEW="$view" "$@" "$BIN" >"$WORK/$name.log" 2>&1 &

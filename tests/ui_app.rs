@@ -427,7 +427,7 @@ fn augmentation_can_be_chosen_by_hand_and_reaches_the_run() {
     apply(&mut h, Message::ShowView(View::Train));
     h.step();
     // A small classification project: the engine would shift by up to 8 % and not mirror.
-    assert!(h.query_by_label_contains("For this project: shifts up to 8 %").is_some());
+    assert!(h.query_by_label_contains("For this project: shifts up to 8\u{a0}%").is_some());
     assert_eq!(h.state().state.train_configs(&env.root).last().unwrap().augment, None);
 
     h.get_by_label("Automatic augmentation").click();

@@ -213,13 +213,14 @@ impl Augment {
             parts.push("flips and 90° turns".to_string());
         }
         if self.translate > 0.0 {
-            parts.push(format!("shifts up to {:.0} %", self.translate * 100.0));
+            // A no-break space: "10" and "%" stay on one line where the text wraps.
+            parts.push(format!("shifts up to {:.0}\u{a0}%", self.translate * 100.0));
         }
         if self.jitters_scale() {
             parts.push(format!("zoom {}–{}×", self.scale.0, self.scale.1));
         }
         if self.erase > 0.0 {
-            parts.push(format!("random erasing {:.0} %", self.erase * 100.0));
+            parts.push(format!("random erasing {:.0}\u{a0}%", self.erase * 100.0));
         }
         if parts.is_empty() {
             "none".into()
@@ -425,7 +426,7 @@ mod tests {
     fn augmentation_is_described_in_words() {
         assert_eq!(Augment::none().describe(), "none");
         let a = Augment { hflip: true, translate: 0.08, scale: (0.7, 1.4), erase: 0.5, ..Augment::none() };
-        assert_eq!(a.describe(), "mirror, shifts up to 8 %, zoom 0.7–1.4×, random erasing 50 %");
+        assert_eq!(a.describe(), "mirror, shifts up to 8\u{a0}%, zoom 0.7–1.4×, random erasing 50\u{a0}%");
     }
 
     #[test]

@@ -218,7 +218,9 @@ impl TrainPanel {
                     };
                     theme::badge(ui, &format!("{} · {}", run.name, run.status.label()), color);
                     if run.parameters > 0 {
-                        ui.label(RichText::new(format!("{:.2} M parameters · {} · augmentation: {}", run.parameters as f64 / 1e6, run.device, run.augmentation)).color(ui.visuals().weak_text_color()));
+                        // The augmentation goes in the tooltip: this row has no room for it beside the buttons.
+                        ui.label(RichText::new(format!("{:.2} M parameters · {}", run.parameters as f64 / 1e6, run.device)).color(ui.visuals().weak_text_color()))
+                            .on_hover_text(format!("Augmentation: {}", run.augmentation));
                     }
                 }
             });
