@@ -112,8 +112,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub gpu: bool,
     /// Data augmentation: "default" (per task), "none", or a comma list of hflip, dihedral, shift=F, scale=LO-HI,
-    /// erase=P (e.g. "hflip,shift=0.1,scale=0.7-1.4"; dihedral = flips and 90° rotations; scale = zoom jitter;
-    /// erase = random erasing with probability P, for classification).
+    /// erase=P, cutmix=P (e.g. "hflip,shift=0.1,scale=0.7-1.4"; dihedral = flips and 90° rotations; scale = zoom
+    /// jitter; erase = random erasing with probability P; cutmix = the share of batches mixed by CutMix; these two
+    /// for classification).
     #[arg(long, default_value = "default")]
     pub augment: String,
     /// Print a JSON summary at the end instead of a progress bar.
@@ -209,6 +210,10 @@ fn parse_augment(s: &str) -> anyhow::Result<Option<Augment>> {
                 a.erase = v.parse().with_context(|| format!("--augment: bad erase probability '{v}'"))?;
                 anyhow::ensure!((0.0..=1.0).contains(&a.erase), "--augment: erase probability {v} is not in 0..1");
             }
+            Some(("cutmix", v)) => {
+                a.cutmix = v.parse().with_context(|| format!("--augment: bad CutMix probability '{v}'"))?;
+                anyhow::ensure!((0.0..=1.0).contains(&a.cutmix), "--augment: CutMix probability {v} is not in 0..1");
+            }
             Some(("scale", v)) => {
                 let bad = || format!("--augment: bad scale '{v}' (expected LO-HI, e.g. 0.7-1.4)");
                 let (lo, hi) = v.split_once('-').with_context(bad)?;
@@ -216,7 +221,7 @@ fn parse_augment(s: &str) -> anyhow::Result<Option<Augment>> {
                 anyhow::ensure!(0.1 <= lo && lo <= hi && hi <= 10.0, "{}", bad());
                 a.scale = (lo, hi);
             }
-            _ => anyhow::bail!("--augment: unknown '{part}' (expected default, none, hflip, dihedral, shift=F, scale=LO-HI, erase=P)"),
+            _ => anyhow::bail!("--augment: unknown '{part}' (expected default, none, hflip, dihedral, shift=F, scale=LO-HI, erase=P, cutmix=P)"),
         }
     }
     Ok(Some(a))

@@ -67,13 +67,36 @@ pub fn classify_loss(model: &Transformer, patches: &Tensor, labels: &Tensor) -> 
 /// read at the task token; the auxiliary loss gives every patch a direct gradient towards the label, which a small
 /// transformer from scratch otherwise receives only through attention from one token (measured: README, Quality).
 pub fn classify_loss_with_aux(model: &Transformer, patches: &Tensor, labels: &Tensor, smoothing: f64, patch_aux: f64) -> Result<Tensor> {
+    classify_loss_mixed(model, patches, labels, None, smoothing, patch_aux)
+}
+
+/// [`classify_loss_with_aux`] for mixed images (CutMix): each image shows its own class on a share `keep` of its
+/// pixels and its partner's class (`partner_labels`) on the rest, so its targets are `keep` on the one and
+/// `1 - keep` on the other. Cross-entropy is linear in the target, so that is the same mix of the two losses.
+pub fn classify_loss_mixed(
+    model: &Transformer,
+    patches: &Tensor,
+    labels: &Tensor,
+    partner: Option<(&Tensor, f64)>,
+    smoothing: f64,
+    patch_aux: f64,
+) -> Result<Tensor> {
+    let loss_against = |logits: &Tensor| -> Result<Tensor> {
+        let own = smoothed_cross_entropy(logits, labels, smoothing)?;
+        match partner {
+            Some((partner_labels, keep)) if keep < 1.0 => {
+                (own * keep)? + (smoothed_cross_entropy(logits, partner_labels, smoothing)? * (1.0 - keep))?
+            }
+            _ => Ok(own),
+        }
+    };
     let (logits, h_patches) = classify_forward(model, patches)?;
-    let mut loss = smoothed_cross_entropy(&logits, labels, smoothing)?;
+    let mut loss = loss_against(&logits)?;
     if patch_aux > 0.0 {
         let n_classes = logits.dim(1)?;
         let dense = model.dense_head.forward(&h_patches)?;
         let pooled = dense.narrow(2, DENSE_BOX_OUTPUTS + 1, n_classes)?.mean(1)?;
-        loss = (loss + (smoothed_cross_entropy(&pooled, labels, smoothing)? * patch_aux)?)?;
+        loss = (loss + (loss_against(&pooled)? * patch_aux)?)?;
     }
     Ok(loss)
 }
@@ -739,6 +762,27 @@ mod tests {
         }
         assert!(aux > 0.5, "a fresh model's auxiliary loss is near ln(3): {aux}");
         assert!((with - (plain + 0.5 * aux)).abs() < 1e-4, "with aux {with}, plain {plain} + 0.5 × {aux}");
+    }
+
+    /// CutMix's targets: `keep` of the image's own label and the rest of its partner's, for the answer and the
+    /// patch-level loss alike — the same as weighting the two single-label losses.
+    #[test]
+    fn mixed_classification_loss_weights_the_two_labels_by_area() {
+        let c = cfg();
+        let mut p = ParamStore::init(5, &Device::Cpu);
+        let m = Transformer::new(&c, &mut p).unwrap();
+        let patches = Tensor::randn(0f32, 1.0, (2, c.n_patches(), c.patch_dim()), &Device::Cpu).unwrap();
+        let own = Tensor::new(&[2u32, 0], &Device::Cpu).unwrap();
+        let partner = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
+        let value = |t: Result<Tensor>| t.unwrap().to_scalar::<f32>().unwrap();
+        for aux in [0.0, 0.5] {
+            let a = value(classify_loss_with_aux(&m, &patches, &own, 0.1, aux));
+            let b = value(classify_loss_with_aux(&m, &patches, &partner, 0.1, aux));
+            let mixed = value(classify_loss_mixed(&m, &patches, &own, Some((&partner, 0.7)), 0.1, aux));
+            assert!((mixed - (0.7 * a + 0.3 * b)).abs() < 1e-5, "aux {aux}: {mixed} vs 0.7 × {a} + 0.3 × {b}");
+            let unmixed = value(classify_loss_mixed(&m, &patches, &own, Some((&partner, 1.0)), 0.1, aux));
+            assert!((unmixed - a).abs() < 1e-6);
+        }
     }
 
     fn cfg() -> ModelConfig {

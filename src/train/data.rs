@@ -192,6 +192,11 @@ pub struct Augment {
     /// enough to overfit; it leaves boxes as they are, so it is not meant for detection. `0` = off.
     #[serde(default)]
     pub erase: f32,
+    /// CutMix (Yun et al., 2019): the probability that a training batch is mixed — each image gets a random
+    /// rectangle of another image of the batch pasted in, and learns both classes in proportion to their areas.
+    /// A regulariser for classification runs long enough to overfit; classification only. `0` = off.
+    #[serde(default)]
+    pub cutmix: f32,
 }
 
 fn no_scale() -> (f32, f32) {
@@ -200,7 +205,7 @@ fn no_scale() -> (f32, f32) {
 
 impl Augment {
     pub fn none() -> Augment {
-        Augment { hflip: false, dihedral: false, translate: 0.0, scale: no_scale(), erase: 0.0 }
+        Augment { hflip: false, dihedral: false, translate: 0.0, scale: no_scale(), erase: 0.0, cutmix: 0.0 }
     }
 
     /// In words, for people: "mirror, shifts up to 8 %, random erasing 50 %" or "none".
@@ -222,6 +227,9 @@ impl Augment {
         if self.erase > 0.0 {
             parts.push(format!("random erasing {:.0}\u{a0}%", self.erase * 100.0));
         }
+        if self.cutmix > 0.0 {
+            parts.push(format!("CutMix {:.0}\u{a0}%", self.cutmix * 100.0));
+        }
         if parts.is_empty() {
             "none".into()
         } else {
@@ -232,6 +240,30 @@ impl Augment {
     fn jitters_scale(&self) -> bool {
         self.scale.0 < self.scale.1 || self.scale.0 != 1.0
     }
+}
+
+/// CutMix on a batch `[B, 3, S, S]`: image i gets a rectangle of image B-1-i (the batch reversed, so every image
+/// has a partner without a copy of the labels' order) pasted at a random place. The rectangle's area is drawn
+/// uniformly (λ ~ Beta(1, 1), as in the paper) and clipped at the border. Returns the mixed images, the order of
+/// partners, and the share of each image's own pixels that are left (the weight of its own label).
+pub fn cutmix_batch(images: &Tensor, rng: &mut StdRng) -> CResult<(Tensor, Vec<usize>, f64)> {
+    let (b, _, h, w) = images.dims4()?;
+    let partners: Vec<usize> = (0..b).rev().collect();
+    let cut = (1.0 - rng.random::<f64>()).sqrt();
+    let (cut_w, cut_h) = ((w as f64 * cut).round() as usize, (h as f64 * cut).round() as usize);
+    let (cx, cy) = (rng.random_range(0..w), rng.random_range(0..h));
+    let (x0, x1) = (cx.saturating_sub(cut_w / 2), (cx + cut_w.div_ceil(2)).min(w));
+    let (y0, y1) = (cy.saturating_sub(cut_h / 2), (cy + cut_h.div_ceil(2)).min(h));
+    let mut pasted = vec![0f32; h * w];
+    for y in y0..y1 {
+        pasted[y * w + x0..y * w + x1].fill(1.0);
+    }
+    let keep = 1.0 - ((x1 - x0) * (y1 - y0)) as f64 / (h * w) as f64;
+    let pasted = Tensor::from_vec(pasted, (1, 1, h, w), images.device())?.to_dtype(images.dtype())?;
+    let order = Tensor::from_vec(partners.iter().map(|&p| p as u32).collect::<Vec<_>>(), b, images.device())?;
+    let partner_images = images.index_select(&order, 0)?;
+    let mixed = (images.broadcast_mul(&pasted.affine(-1.0, 1.0)?)? + partner_images.broadcast_mul(&pasted)?)?;
+    Ok((mixed, partners, keep))
 }
 
 /// A batch ready for the model.
@@ -491,6 +523,38 @@ mod tests {
             assert_eq!(inside, total, "seed {seed}: box {o:?} does not cover the moved pixels");
             assert_eq!(total, 12.0);
         }
+    }
+
+    #[test]
+    fn cutmix_pastes_one_rectangle_of_the_partner_and_reports_what_is_left() {
+        // Image i is filled with the value i, so every pixel tells where it came from.
+        let (b, size) = (4usize, 10usize);
+        let values: Vec<f32> = (0..b).flat_map(|i| vec![i as f32; 3 * size * size]).collect();
+        let images = Tensor::from_vec(values, (b, 3, size, size), &Device::Cpu).unwrap();
+        let mut keeps = vec![];
+        for seed in 0..40 {
+            let (mixed, partners, keep) = cutmix_batch(&images, &mut StdRng::seed_from_u64(seed)).unwrap();
+            assert_eq!(partners, vec![3, 2, 1, 0]);
+            assert_eq!(mixed.dims(), images.dims());
+            let px = mixed.flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+            for (i, row) in px.iter().enumerate() {
+                let own = row.iter().filter(|&&v| v == i as f32).count();
+                let theirs = row.iter().filter(|&&v| v == partners[i] as f32).count();
+                assert_eq!(own + theirs, row.len(), "seed {seed}, image {i}: pixels from a third image");
+                assert!((own as f64 / row.len() as f64 - keep).abs() < 1e-9, "seed {seed}: keep {keep}, own {own}");
+                // The pasted pixels form one rectangle in every channel.
+                let plane = size * size;
+                let pasted: Vec<usize> = (0..plane).filter(|&k| row[k] != i as f32).collect();
+                if let (Some(&first), Some(&last)) = (pasted.first(), pasted.last()) {
+                    let (x0, y0, x1, y1) = (first % size, first / size, last % size, last / size);
+                    assert_eq!(pasted.len(), (x1 - x0 + 1) * (y1 - y0 + 1), "seed {seed}: not a rectangle");
+                    assert!((0..3).all(|ch| pasted.iter().all(|&k| row[ch * plane + k] == partners[i] as f32)));
+                }
+            }
+            keeps.push(keep);
+        }
+        let mean = keeps.iter().sum::<f64>() / keeps.len() as f64;
+        assert!(keeps.iter().all(|k| (0.0..=1.0).contains(k)) && (0.4..0.8).contains(&mean), "keep shares {keeps:?}");
     }
 
     #[test]

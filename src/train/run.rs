@@ -137,7 +137,15 @@ fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Object
         }
         Objective::Classify => {
             let labels: Vec<u32> = batch.classes.iter().map(|c| c.unwrap_or(0) as u32).collect();
-            objectives::classify_loss_with_aux(model, &patches, &Tensor::new(labels, dev)?, opts.label_smoothing, opts.class_aux)?
+            if batch.classes.len() > 1 && opts.cutmix > 0.0 && rng.random_bool(opts.cutmix.clamp(0.0, 1.0)) {
+                let (mixed, partners, keep) = super::data::cutmix_batch(&batch.images, rng)?;
+                let partner_labels: Vec<u32> = partners.iter().map(|&p| labels[p]).collect();
+                let (labels, partner_labels) = (Tensor::new(labels, dev)?, Tensor::new(partner_labels, dev)?);
+                let patches = patchify(&mixed, cfg.patch_size)?;
+                objectives::classify_loss_mixed(model, &patches, &labels, Some((&partner_labels, keep)), opts.label_smoothing, opts.class_aux)?
+            } else {
+                objectives::classify_loss_with_aux(model, &patches, &Tensor::new(labels, dev)?, opts.label_smoothing, opts.class_aux)?
+            }
         }
         Objective::Detect => {
             let seqs: Vec<_> = batch
@@ -171,13 +179,15 @@ struct LossOptions {
     label_smoothing: f64,
     /// Classification: weight of the patch-level auxiliary loss (0 = off).
     class_aux: f64,
+    /// Classification: probability that a batch is mixed by CutMix (0 = off).
+    cutmix: f64,
 }
 
 impl LossOptions {
     /// Validation: the run's noise boxes, random order, and neither auxiliary loss nor smoothing, so val losses
     /// compare across runs with different training losses.
     fn validation(noise: NoiseBoxes) -> LossOptions {
-        LossOptions { noise, random_order: 1.0, dense_aux: 0.0, label_smoothing: 0.0, class_aux: 0.0 }
+        LossOptions { noise, random_order: 1.0, dense_aux: 0.0, label_smoothing: 0.0, class_aux: 0.0, cutmix: 0.0 }
     }
 }
 
@@ -584,6 +594,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                 dense_aux: config.dense_aux,
                 label_smoothing: config.label_smoothing,
                 class_aux: config.class_aux,
+                cutmix: if objective == Objective::Classify { aug.cutmix as f64 } else { 0.0 },
             };
             let loss = batch_loss(&model, &b, objective, &opts, &mut rng)?;
             let value = loss.to_scalar::<f32>()?;

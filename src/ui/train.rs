@@ -439,9 +439,21 @@ fn augment_ui(ui: &mut egui::Ui, t: &mut TrainSettings, project: &Project, task:
             a.erase = erase / 100.0;
         }
         ui.end_row();
+        ui.label("CutMix").on_hover_text(
+            "In this share of the training batches, each image gets a rectangle of another image pasted in and learns \
+             both classes by their areas: a regulariser for long classification runs. Classification only.",
+        );
+        let mut cutmix = a.cutmix * 100.0;
+        if ui.add(egui::DragValue::new(&mut cutmix).range(0.0..=100.0).speed(1.0).suffix(" %")).changed() {
+            a.cutmix = cutmix / 100.0;
+        }
+        ui.end_row();
     });
     if task == Task::Detect && a.erase > 0.0 {
         ui.label(RichText::new("Erasing does not move the boxes: an erased object keeps its box. Not meant for detection.").small().color(theme::WARN));
+    }
+    if task == Task::Detect && a.cutmix > 0.0 {
+        ui.label(RichText::new("CutMix mixes class labels, not boxes: detection runs ignore it.").small().color(weak));
     }
     if *a == Augment::none() {
         ui.label(RichText::new("No augmentation: the model sees the same images every epoch.").small().color(weak));
