@@ -128,7 +128,10 @@ fn mix(seed: u64, k: u64) -> u64 {
 /// `dense_aux`: weight of detection's dense auxiliary loss (0 = off).
 fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Objective, opts: &LossOptions, rng: &mut StdRng) -> anyhow::Result<Tensor> {
     let cfg = &model.cfg;
-    let patches = patchify(&batch.images, cfg.patch_size)?;
+    // CutMix (classification) mixes the images before they become patches, so each batch is patchified once.
+    let mixes = objective == Objective::Classify && batch.classes.len() > 1 && opts.cutmix > 0.0;
+    let cutmix = if mixes && rng.random_bool(opts.cutmix.clamp(0.0, 1.0)) { Some(super::data::cutmix_batch(&batch.images, rng)?) } else { None };
+    let patches = patchify(cutmix.as_ref().map_or(&batch.images, |(mixed, _, _)| mixed), cfg.patch_size)?;
     let dev = patches.device();
     Ok(match objective {
         Objective::Pretrain => {
@@ -137,15 +140,12 @@ fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Object
         }
         Objective::Classify => {
             let labels: Vec<u32> = batch.classes.iter().map(|c| c.unwrap_or(0) as u32).collect();
-            if batch.classes.len() > 1 && opts.cutmix > 0.0 && rng.random_bool(opts.cutmix.clamp(0.0, 1.0)) {
-                let (mixed, partners, keep) = super::data::cutmix_batch(&batch.images, rng)?;
-                let partner_labels: Vec<u32> = partners.iter().map(|&p| labels[p]).collect();
-                let (labels, partner_labels) = (Tensor::new(labels, dev)?, Tensor::new(partner_labels, dev)?);
-                let patches = patchify(&mixed, cfg.patch_size)?;
-                objectives::classify_loss_mixed(model, &patches, &labels, Some((&partner_labels, keep)), opts.label_smoothing, opts.class_aux)?
-            } else {
-                objectives::classify_loss_with_aux(model, &patches, &Tensor::new(labels, dev)?, opts.label_smoothing, opts.class_aux)?
-            }
+            let partner_labels = match &cutmix {
+                Some((_, partners, keep)) => Some((Tensor::new(partners.iter().map(|&p| labels[p]).collect::<Vec<u32>>(), dev)?, *keep)),
+                None => None,
+            };
+            let partner = partner_labels.as_ref().map(|(t, keep)| (t, *keep));
+            objectives::classify_loss_mixed(model, &patches, &Tensor::new(labels, dev)?, partner, opts.label_smoothing, opts.class_aux)?
         }
         Objective::Detect => {
             let seqs: Vec<_> = batch
@@ -179,7 +179,7 @@ struct LossOptions {
     label_smoothing: f64,
     /// Classification: weight of the patch-level auxiliary loss (0 = off).
     class_aux: f64,
-    /// Classification: probability that a batch is mixed by CutMix (0 = off).
+    /// Classification: probability that a batch is mixed by CutMix (0 = off; other objectives ignore it).
     cutmix: f64,
 }
 
@@ -594,7 +594,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                 dense_aux: config.dense_aux,
                 label_smoothing: config.label_smoothing,
                 class_aux: config.class_aux,
-                cutmix: if objective == Objective::Classify { aug.cutmix as f64 } else { 0.0 },
+                cutmix: aug.cutmix as f64,
             };
             let loss = batch_loss(&model, &b, objective, &opts, &mut rng)?;
             let value = loss.to_scalar::<f32>()?;
