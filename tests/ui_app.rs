@@ -448,6 +448,32 @@ fn augmentation_can_be_chosen_by_hand_and_reaches_the_run() {
 }
 
 #[test]
+fn large_classification_projects_get_the_large_set_recipe_unless_set_by_hand() {
+    let env = env();
+    let mut state = AppState::new(AppPaths { config_dir: env.root.join("config"), data_dir: env.root.join("data") });
+    let mut p = Project::new("large", Task::Classify, &env.root.join("large"));
+    for c in ["a", "b", "c"] {
+        p.class_index_or_add(c);
+    }
+    let entry = |i: usize| ImageEntry { source: ImageSource::File(PathBuf::from(format!("images/{i}.png"))), width: 32, height: 32, split: Split::Train, class: Some(i % 3), boxes: vec![], labeled: true };
+    p.images = (0..6000).map(entry).collect();
+    state.project = Some(p);
+    let run = state.train_configs(&env.root).pop().unwrap();
+    assert_eq!((run.batch_size, run.lr, run.class_aux), (64, 2e-3, 1.0), "6000 labelled training images");
+
+    let t = &mut state.settings.train;
+    (t.batch_auto, t.batch_size, t.lr_auto, t.lr) = (false, 32, false, 5e-4);
+    let run = state.train_configs(&env.root).pop().unwrap();
+    assert_eq!((run.batch_size, run.lr), (32, 5e-4), "what the user sets wins");
+
+    let t = &mut state.settings.train;
+    (t.batch_auto, t.lr_auto) = (true, true);
+    state.project.as_mut().unwrap().images.truncate(300);
+    let run = state.train_configs(&env.root).pop().unwrap();
+    assert_eq!((run.batch_size, run.lr, run.class_aux), (16, 1e-3, 0.0), "a small project keeps the small-set defaults");
+}
+
+#[test]
 fn help_overlay_toggles_with_f1() {
     let env = env();
     let mut h = harness(&env);

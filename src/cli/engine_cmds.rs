@@ -33,9 +33,11 @@ pub struct RunArgs {
     pub preset: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Images per step (default: 64 for classification sets of 5000 training images or more, else 16).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Peak learning rate (default: 2e-3 for detection, 1e-3 otherwise).
+    /// Peak learning rate (default: 2e-3 for detection and for classification sets of 5000 training images or
+    /// more, 1e-3 otherwise).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Detection: weight of the dense auxiliary loss on the image patches (each patch learns its object's class
@@ -57,8 +59,9 @@ pub struct RunArgs {
     pub label_smoothing: f64,
     /// Classification: weight of an auxiliary loss on the image patches (their class logits, averaged over the
     /// image, learn its label too; the answer is still read at the task token). 0 = off.
-    #[arg(long, default_value_t = 0.0, value_name = "W")]
-    pub class_aux: f64,
+    /// Default: 1 on classification sets of 5000 training images or more, else 0.
+    #[arg(long, value_name = "W")]
+    pub class_aux: Option<f64>,
     /// Layer-wise learning-rate decay, for fine-tuning with --init (e.g. 0.7: each block gets 0.7 times the rate of
     /// the one above it, so pretrained low layers change little).
     #[arg(long, value_name = "D")]
@@ -227,8 +230,11 @@ fn parse_augment(s: &str) -> anyhow::Result<Option<Augment>> {
     Ok(Some(a))
 }
 
-fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume: Option<PathBuf>) -> anyhow::Result<TrainConfig> {
+/// The run's settings: the arguments given, and for the rest the engine's defaults for this task and
+/// `train_images` ([`TrainConfig::data_defaults`]).
+fn train_config(objective: Objective, a: &RunArgs, train_images: usize, init: Option<PathBuf>, resume: Option<PathBuf>) -> anyhow::Result<TrainConfig> {
     let d = TrainConfig::default();
+    let by_data = TrainConfig::data_defaults(objective, train_images);
     Ok(TrainConfig {
         objective,
         preset: a.preset.clone(),
@@ -236,8 +242,8 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
         steps: a.steps,
         epochs: a.epochs,
         minutes: a.minutes,
-        batch_size: a.batch_size.unwrap_or(d.batch_size),
-        lr: a.lr.unwrap_or(TrainConfig::default_lr(objective)),
+        batch_size: a.batch_size.unwrap_or(by_data.batch_size),
+        lr: a.lr.unwrap_or(by_data.lr),
         dense_aux: a.dense_aux,
         object_order: a.object_order,
         noise_boxes: match a.noise_boxes.as_str() {
@@ -245,7 +251,7 @@ fn train_config(objective: Objective, a: &RunArgs, init: Option<PathBuf>, resume
             other => Some(other.parse().map_err(anyhow::Error::msg).context("--noise-boxes")?),
         },
         label_smoothing: a.label_smoothing,
-        class_aux: a.class_aux,
+        class_aux: a.class_aux.unwrap_or(by_data.class_aux),
         layer_decay: a.layer_decay,
         model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks },
         grad_accum: a.grad_accum,
@@ -354,7 +360,8 @@ fn drive(project: Project, config: TrainConfig, json_out: bool) -> anyhow::Resul
 
 pub fn pretrain(a: PretrainArgs) -> anyhow::Result<()> {
     let project = open_data(&a.data)?;
-    let config = train_config(Objective::Pretrain, &a.run, None, None)?;
+    let train_images = project.indices_in(crate::data::project::Split::Train).len();
+    let config = train_config(Objective::Pretrain, &a.run, train_images, None, None)?;
     drive(project, config, a.run.json)
 }
 
@@ -369,7 +376,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     for w in crate::data::readiness::check(&project, task) {
         eprintln!("warning: {w}");
     }
-    let mut config = train_config(task.into(), &a.run, a.init.clone(), a.resume.clone())?;
+    let train_images = project.indices_in(crate::data::project::Split::Train).len();
+    let mut config = train_config(task.into(), &a.run, train_images, a.init.clone(), a.resume.clone())?;
     config.init_weights = a.init_weights;
     drive(project, config, a.run.json)
 }

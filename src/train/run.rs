@@ -105,13 +105,21 @@ pub fn auto_image_size(project: &Project, preset: &ModelConfig) -> usize {
 /// falling), 0.623 with ±8 % shifts.
 pub const CLASSIFY_SHIFT_BELOW: usize = 20_000;
 
+/// Random erasing's probability on large classification sets ([`super::worker::CLASSIFY_LARGE_SET`]): it keeps
+/// long runs from overfitting (Fashion-MNIST, 60 min: val loss 0.21 at the end with it, 0.31 without; test 0.923
+/// vs 0.919 with flip TTA over 3 seeds).
+pub const CLASSIFY_LARGE_SET_ERASE: f32 = 0.5;
+
 /// Augmentation defaults per objective. Detection and pretraining use flips and 90° rotations (boxes stay boxes,
 /// objects keep their class); classification never flips (digits and letters change meaning when flipped) and
 /// shifts only small training sets (`CLASSIFY_SHIFT_BELOW`).
 pub fn default_augment(objective: Objective, train_images: usize) -> Augment {
     match objective {
-        Objective::Classify if train_images < CLASSIFY_SHIFT_BELOW => Augment { translate: 0.08, ..Augment::none() },
-        Objective::Classify => Augment::none(),
+        Objective::Classify => {
+            let translate = if train_images < CLASSIFY_SHIFT_BELOW { 0.08 } else { 0.0 };
+            let erase = if train_images >= super::worker::CLASSIFY_LARGE_SET { CLASSIFY_LARGE_SET_ERASE } else { 0.0 };
+            Augment { translate, erase, ..Augment::none() }
+        }
         Objective::Detect => Augment { hflip: true, dihedral: true, translate: 0.1, ..Augment::none() },
         Objective::Pretrain => Augment { hflip: true, dihedral: true, ..Augment::none() },
     }
@@ -743,14 +751,31 @@ mod tests {
     }
 
     #[test]
-    fn classification_shifts_only_small_training_sets_and_never_flips() {
+    fn classification_shifts_small_sets_erases_large_ones_and_never_flips() {
         for images in [1000, 8977] {
             // 8977: the CIFAR-10 subset, which overfits within minutes without shifts.
             let small = default_augment(Objective::Classify, images);
             assert!(small.translate > 0.0 && !small.hflip && !small.dihedral, "{images} images");
         }
-        assert_eq!(default_augment(Objective::Classify, 54_000), Augment::none());
+        assert_eq!(default_augment(Objective::Classify, 1000).erase, 0.0, "a small set keeps every pixel");
+        assert_eq!(default_augment(Objective::Classify, 8977).erase, CLASSIFY_LARGE_SET_ERASE);
+        assert_eq!(default_augment(Objective::Classify, 54_000), Augment { erase: CLASSIFY_LARGE_SET_ERASE, ..Augment::none() });
         assert!(default_augment(Objective::Detect, 54_000).dihedral);
+        assert_eq!(default_augment(Objective::Detect, 54_000).erase, 0.0, "erasing could hide whole objects");
+    }
+
+    #[test]
+    fn large_classification_sets_get_the_large_set_recipe() {
+        use crate::train::worker::{TrainConfig, CLASSIFY_LARGE_SET};
+        let small = TrainConfig::data_defaults(Objective::Classify, CLASSIFY_LARGE_SET - 1);
+        let large = TrainConfig::data_defaults(Objective::Classify, CLASSIFY_LARGE_SET);
+        assert_eq!((small.batch_size, small.lr, small.class_aux), (16, 1e-3, 0.0));
+        assert_eq!((large.batch_size, large.lr, large.class_aux), (64, 2e-3, 1.0));
+        // Detection and pretraining do not change with the data's size.
+        for objective in [Objective::Detect, Objective::Pretrain] {
+            assert_eq!(TrainConfig::data_defaults(objective, 100), TrainConfig::data_defaults(objective, 100_000), "{objective:?}");
+        }
+        assert_eq!(TrainConfig::data_defaults(Objective::Detect, 100).lr, 2e-3);
     }
 
     #[test]

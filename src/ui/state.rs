@@ -78,8 +78,12 @@ pub struct TrainSettings {
     /// Stop after this many minutes even if the epochs are not done.
     pub time_limit: bool,
     pub minutes: f32,
+    /// Use the engine's batch size for the task and the data's size ([`TrainConfig::data_defaults`]) instead of
+    /// `batch_size`.
+    pub batch_auto: bool,
     pub batch_size: usize,
-    /// Use the engine's default learning rate for the task ([`TrainConfig::default_lr`]) instead of `lr`.
+    /// Use the engine's learning rate for the task and the data's size ([`TrainConfig::data_defaults`]) instead
+    /// of `lr`.
     pub lr_auto: bool,
     pub lr: f64,
     pub warmup_steps: u64,
@@ -101,12 +105,22 @@ pub struct TrainSettings {
 }
 
 impl TrainSettings {
-    /// The fine-tuning learning rate a run on a `task` project uses: the task's default when `lr_auto`.
-    pub fn effective_lr(&self, task: Task) -> f64 {
+    /// The fine-tuning learning rate a run on a `task` project with `train_images` uses: the engine's when
+    /// `lr_auto`.
+    pub fn effective_lr(&self, task: Task, train_images: usize) -> f64 {
         if self.lr_auto {
-            TrainConfig::default_lr(Objective::from(task))
+            TrainConfig::data_defaults(Objective::from(task), train_images).lr
         } else {
             self.lr
+        }
+    }
+
+    /// The batch size a stage with `objective` on `train_images` uses: the engine's when `batch_auto`.
+    pub fn effective_batch_size(&self, objective: Objective, train_images: usize) -> usize {
+        if self.batch_auto {
+            TrainConfig::data_defaults(objective, train_images).batch_size
+        } else {
+            self.batch_size.max(1)
         }
     }
 }
@@ -122,6 +136,7 @@ impl Default for TrainSettings {
             epochs: 100.0,
             time_limit: true,
             minutes: 5.0,
+            batch_auto: true,
             batch_size: engine.batch_size,
             lr_auto: true,
             lr: engine.lr,
@@ -1469,10 +1484,10 @@ impl AppState {
     pub fn train_configs(&self, out: &Path) -> Vec<TrainConfig> {
         let t = &self.settings.train;
         let task = self.task().unwrap_or_default();
+        let train_images = self.train_image_count();
         let base = TrainConfig {
             preset: t.preset.clone(),
             image_size: t.image_size,
-            batch_size: t.batch_size.max(1),
             warmup_steps: t.warmup_steps,
             weight_decay: t.weight_decay,
             ema: t.ema.then_some(0.999),
@@ -1485,6 +1500,7 @@ impl AppState {
         if t.pretrain {
             stages.push(TrainConfig {
                 objective: Objective::Pretrain,
+                batch_size: t.effective_batch_size(Objective::Pretrain, train_images),
                 epochs: Some(t.pretrain_epochs),
                 lr: t.pretrain_lr,
                 out: out.join("pretrain"),
@@ -1493,15 +1509,23 @@ impl AppState {
         }
         stages.push(TrainConfig {
             objective: Objective::from(task),
+            batch_size: t.effective_batch_size(Objective::from(task), train_images),
             epochs: Some(t.epochs),
             minutes: t.time_limit.then_some(t.minutes),
-            lr: t.effective_lr(task),
+            lr: t.effective_lr(task, train_images),
+            class_aux: TrainConfig::data_defaults(Objective::from(task), train_images).class_aux,
             augment: t.augment,
             init: if t.init_from_current && !t.pretrain { self.checkpoint.clone() } else { None },
             out: out.join("model"),
             ..base
         });
         stages
+    }
+
+    /// Labelled images in the open project's train split, what the engine's defaults depend on (0 without a
+    /// project).
+    pub fn train_image_count(&self) -> usize {
+        self.project.as_ref().map_or(0, |p| p.class_counts_for(p.task, Some(crate::data::project::Split::Train)).iter().sum())
     }
 
     fn start_training(&mut self) {

@@ -6,6 +6,7 @@ use egui::{Color32, RichText};
 use crate::data::project::{Project, Split, Task};
 use crate::train::data::Augment;
 use crate::train::run::default_augment;
+use crate::train::worker::CLASSIFY_LARGE_SET;
 use crate::train::Objective;
 use crate::train::Command;
 
@@ -57,6 +58,7 @@ impl TrainPanel {
     fn settings_ui(&mut self, ui: &mut egui::Ui, state: &AppState, task: Task, out: &mut Vec<Message>) {
         let mut t: TrainSettings = state.settings.train.clone();
         let locked = state.is_training();
+        let train_images = state.train_image_count();
         theme::view_header(ui, "Train", "Teach the transformer your labels.");
         ui.add_enabled_ui(!locked, |ui| {
             theme::section(ui, "Model");
@@ -105,18 +107,35 @@ impl TrainPanel {
                 ui.checkbox(&mut t.time_limit, "Time limit");
                 ui.add_enabled(t.time_limit, egui::DragValue::new(&mut t.minutes).range(0.5..=10_000.0).speed(0.5).suffix(" min"));
                 ui.end_row();
+                let objective = Objective::from(task);
                 ui.label("Batch size");
-                ui.add(egui::DragValue::new(&mut t.batch_size).range(1..=512));
+                ui.horizontal(|ui| {
+                    let auto = ui.checkbox(&mut t.batch_auto, "auto").on_hover_text(format!(
+                        "The default for the task and the data: 64 images per step for classification sets of {CLASSIFY_LARGE_SET} training images or more, else 16"
+                    ));
+                    if auto.changed() && !t.batch_auto {
+                        // Unticking starts editing from the size the run would have used.
+                        t.batch_size = t.effective_batch_size(objective, train_images);
+                    }
+                    if t.batch_auto {
+                        let mut shown = t.effective_batch_size(objective, train_images);
+                        ui.add_enabled(false, egui::DragValue::new(&mut shown));
+                    } else {
+                        ui.add(egui::DragValue::new(&mut t.batch_size).range(1..=512));
+                    }
+                });
                 ui.end_row();
                 ui.label("Learning rate");
                 ui.horizontal(|ui| {
-                    let auto = ui.checkbox(&mut t.lr_auto, "auto").on_hover_text("The default for the task: 2e-3 for detection, 1e-3 for classification");
+                    let auto = ui.checkbox(&mut t.lr_auto, "auto").on_hover_text(format!(
+                        "The default for the task and the data: 2e-3 for detection and for classification sets of {CLASSIFY_LARGE_SET} training images or more, else 1e-3"
+                    ));
                     if auto.changed() && !t.lr_auto {
                         // Unticking starts editing from the rate the run would have used.
-                        t.lr = t.effective_lr(task);
+                        t.lr = t.effective_lr(task, train_images);
                     }
                     if t.lr_auto {
-                        let mut shown = t.effective_lr(task);
+                        let mut shown = t.effective_lr(task, train_images);
                         ui.add_enabled(false, egui::DragValue::new(&mut shown).custom_formatter(|v, _| format!("{v:.0e}")));
                     } else {
                         ui.add(egui::DragValue::new(&mut t.lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
