@@ -18,6 +18,7 @@
 #   QUALITY_MINUTES_SCALE=0.02   multiply every budget (e.g. to check the script end to end in a few minutes)
 #   QUALITY_STEPS=5              train for this many steps instead of minutes
 #   QUALITY_PRETRAIN_STEPS=5     pretrain for this many steps instead of minutes (default: QUALITY_STEPS)
+#   QUALITY_FINETUNE_STEPS=5     fine-tune a pretrained arm for this many steps (default: QUALITY_STEPS)
 #   QUALITY_PRETRAIN_SHARE=0.8   part of a pretrained arm's budget spent pretraining (the rest fine-tunes;
 #                                CIFAR-10 at 100 labels/class: a 5-minute fine-tune scores what a 15-minute one does)
 #   QUALITY_LABELS="10 100 1000" labels per class for the CIFAR-10 label-efficiency curve
@@ -34,7 +35,7 @@ BUDGETS="
 digits            cls-sklearn-digits   classify  tiny    0.3    tiny    3      accuracy>=0.98
 fashion           cls-fashion-mnist    classify  tiny    0.7    tiny    15     accuracy>=0.92
 fashion-best      cls-fashion-mnist    classify  tiny    0.7    tiny    60     accuracy_tta>=0.92
-cifar10           cls-cifar10-subset   classify  tiny    0.4    tiny    30     accuracy@1000>=0.70,gain@100>=10
+cifar10           cls-cifar10-subset   classify  tiny    0.4    tiny    37     accuracy@1000>=0.70,gain@100>=10
 cifar10-best      cls-cifar10-subset   classify  tiny    0.6    tiny    60     accuracy_tta>=0.70
 bccd              det-bccd-bloodcells  detect    tiny    0.4    tiny    30     map50>=0.80
 raccoon           det-raccoon          detect    tiny    0.5    tiny    30     map50>=0.70
@@ -43,7 +44,8 @@ cards             det-playing-cards    detect    tiny    0.5    tiny    30     m
 # cifar10: the label-efficiency curve. For N in QUALITY_LABELS, a scratch arm and a pretrained arm (pretrain on the
 #   train images, labels ignored, then fine-tune on N labels per class) of this many minutes each; the pretraining run
 #   is shared by the N but charged in full to each pretrained arm. The train split holds ~900 images per class (the
-#   importer carves val out of train), so N=1000 is the all-labels run, the issue's 70 % headline.
+#   importer carves val out of train), so N=1000 is the all-labels run. Both arms train with the cifar10-best
+#   recipe (recipe_of), the pretraining with its augmentation (pretrain_recipe_of).
 # bccd: a scratch arm and a pretrain-on-BCCD-images-then-fine-tune arm of this many minutes each.
 # cifar10-best: the best CIFAR-10 recipe, all labels: pretrain on the train images for half the minutes (with
 #   pretrain_recipe_of's augmentation), then fine-tune with recipe_of's arguments for the other half.
@@ -53,13 +55,13 @@ cards             det-playing-cards    detect    tiny    0.5    tiny    30     m
 recipe_of() {
     case "$1" in
         fashion-best) echo "--batch-size 64 --lr 2e-3 --patch-size 7 --augment hflip,erase=0.5 --class-aux 1 --local-mixing-full true --stem-channels 16" ;;
-        cifar10-best) echo "--batch-size 64 --lr 2e-3 --augment hflip,shift=0.1,erase=0.5 --class-aux 1" ;;
+        cifar10|cifar10-best) echo "--batch-size 64 --lr 2e-3 --augment hflip,shift=0.1,erase=0.5 --class-aux 1" ;;
     esac
 }
 # Pretraining arguments an experiment adds to the defaults.
 pretrain_recipe_of() {
     case "$1" in
-        cifar10-best) echo "--augment hflip,shift=0.1" ;;
+        cifar10|cifar10-best) echo "--augment hflip,shift=0.1" ;;
     esac
 }
 # ---------------------------------------------------------------------------------------------------------------
@@ -90,6 +92,7 @@ RESULTS_DIR=${RESULTS_DIR:-results}
 SCALE=${QUALITY_MINUTES_SCALE:-1}
 STEPS=${QUALITY_STEPS:-}
 PRETRAIN_STEPS=${QUALITY_PRETRAIN_STEPS:-$STEPS}
+FINETUNE_STEPS=${QUALITY_FINETUNE_STEPS:-$STEPS}
 SHARE=${QUALITY_PRETRAIN_SHARE:-0.8}
 LABELS=${QUALITY_LABELS:-10 100 1000}
 [ -x "$BIN" ] || { echo "$BIN not found: run cargo build --release first" >&2; exit 2; }
@@ -151,7 +154,9 @@ train_and_test() {
     shift 11
     local ckpt="$WORK/$exp-$arm-n$labels-s$seed" fine_min
     fine_min=$(calc "$minutes - $pre_min")
-    local args=("$DATA/$ds" --task "$task" --preset "$preset" --seed "$seed" $(stop_args "$fine_min") --out "$ckpt")
+    local stop
+    if [ -n "$pre_ckpt" ]; then stop=$(STEPS=$FINETUNE_STEPS stop_args "$fine_min"); else stop=$(stop_args "$fine_min"); fi
+    local args=("$DATA/$ds" --task "$task" --preset "$preset" --seed "$seed" $stop --out "$ckpt")
     [ "$labels" != all ] && args+=(--labels-per-class "$labels")
     [ -n "$pre_ckpt" ] && args+=(--init "$pre_ckpt")
     args+=("$@")
@@ -185,7 +190,7 @@ train_and_test() {
     fi
     record experiment "$exp" arm "$arm" dataset "$ds" task "$task" preset "$preset" seed "$seed" labels_per_class "\"$labels\"" \
         minutes "$minutes" pretrain_minutes "$pre_min" finetune_minutes "$fine_min" steps_override "${STEPS:-null}" \
-        pretrain_steps_override "${PRETRAIN_STEPS:-null}" \
+        pretrain_steps_override "${PRETRAIN_STEPS:-null}" finetune_steps_override "${FINETUNE_STEPS:-null}" \
         pretrain_command "$pre_cmd" train_command "$train_cmd" eval_command "$eval_cmd" \
         train_wall_s "$train_wall" eval_wall_s "$eval_wall" train "$train_json" test "$eval_json"
     echo "  -> $(python3 -c 'import json,sys; print(", ".join(f"{k} {v:.4f}" for k, v in json.loads(sys.argv[1]).items() if k in ("accuracy", "accuracy_tta", "map50", "map50_95", "map50_tta") and v is not None))' "$eval_json")" >&2
@@ -220,12 +225,12 @@ run_experiment() {
             local labels_list=$LABELS
             [ "$exp" = bccd ] && labels_list=all
             for n in $labels_list; do
-                train_and_test "$exp" scratch "$ds" "$task" "$preset" "$seed" "$minutes" 0 "" "" "$n"
+                train_and_test "$exp" scratch "$ds" "$task" "$preset" "$seed" "$minutes" 0 "" "" "$n" $(recipe_of "$exp")
             done
-            pretrain "$exp" "$ds" "$preset" "$seed" "$pre_min"
+            pretrain "$exp" "$ds" "$preset" "$seed" "$pre_min" $(pretrain_recipe_of "$exp")
             if [ -n "$PRE_CKPT" ]; then
                 for n in $labels_list; do
-                    train_and_test "$exp" pretrained "$ds" "$task" "$preset" "$seed" "$minutes" "$pre_min" "$PRE_CKPT" "$PRE_CMD" "$n"
+                    train_and_test "$exp" pretrained "$ds" "$task" "$preset" "$seed" "$minutes" "$pre_min" "$PRE_CKPT" "$PRE_CMD" "$n" $(recipe_of "$exp")
                 done
             fi
             ;;
@@ -318,6 +323,7 @@ for (exp, arm, labels), rs in groups.items():
         "experiment": exp, "arm": arm, "dataset": r0["dataset"], "task": r0["task"], "preset": r0["preset"],
         "labels_per_class": labels, "minutes": r0["minutes"], "pretrain_minutes": r0["pretrain_minutes"],
         "steps_override": r0.get("steps_override"), "pretrain_steps_override": r0.get("pretrain_steps_override"),
+        "finetune_steps_override": r0.get("finetune_steps_override"),
         "seeds": [r["seed"] for r in rs], "command": r0["train_command"], "pretrain_command": r0.get("pretrain_command", ""),
         "metrics": {m: spread([r["test"].get(m) for r in rs]) for m in metrics},
         "train_wall_s": spread([r["train_wall_s"] for r in rs]),
@@ -382,7 +388,7 @@ for s in summary:
     for m, v in s["metrics"].items():
         minutes = f"{s['pretrain_minutes']:g}+{s['minutes'] - s['pretrain_minutes']:g}" if s["arm"] == "pretrained" else f"{s['minutes']:g}"
         if s["steps_override"] and s["arm"] == "pretrained":
-            minutes = f"{s['pretrain_steps_override'] or s['steps_override']}+{s['steps_override']} steps"
+            minutes = f"{s['pretrain_steps_override'] or s['steps_override']}+{s.get('finetune_steps_override') or s['steps_override']} steps"
         elif s["steps_override"]:
             minutes = f"{s['steps_override']} steps"
         cmd = s["command"] if not s["pretrain_command"] else f"{s['pretrain_command']}; {s['command']}"
