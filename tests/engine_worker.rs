@@ -193,3 +193,40 @@ fn bad_checkpoints_give_clear_errors() {
     let err = Predictor::load(&out).err().unwrap().to_string();
     assert!(err.contains("corrupt"), "{err}");
 }
+
+#[test]
+fn the_generative_aux_loss_learns_from_unlabelled_images_while_fine_tuning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut project = demo(&dir.path().join("data"));
+    // Few labels, many images: every training image past the first 12 loses its label.
+    let train = project.indices_in(tessera::data::project::Split::Train);
+    for &i in &train[12..] {
+        project.images[i].class = None;
+        project.images[i].boxes.clear();
+        project.images[i].labeled = false;
+    }
+    let steps = 30;
+    let curves = |weight: f64| {
+        let out = dir.path().join(format!("gen{weight}.ckpt"));
+        let handle = start_training(project.clone(), TrainConfig { generative_aux: weight, ..config(Objective::Classify, &out, steps) });
+        let mut curves: Vec<Vec<(String, f32)>> = vec![];
+        loop {
+            match handle.events.recv_timeout(Duration::from_secs(300)).expect("no event from the worker") {
+                Event::Step(s) => curves.push(s.losses.clone()),
+                Event::Finished { .. } => break,
+                Event::Error { message } => panic!("{message}"),
+                _ => {}
+            }
+        }
+        curves
+    };
+    let with = curves(1.0);
+    assert_eq!(with.len(), steps as usize);
+    let generative: Vec<f32> = with.iter().map(|l| l.iter().find(|(name, _)| name == "generative").expect("the generative loss is reported").1).collect();
+    assert!(generative.iter().all(|v| v.is_finite()));
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    assert!(mean(&generative[25..]) < 0.9 * mean(&generative[..5]), "the pixel loss learns: {generative:?}");
+    let without = curves(0.0);
+    assert!(without.iter().all(|l| l.len() == 1), "no generative loss when it is off");
+    assert_ne!(with[5][0].1, without[5][0].1, "the generative loss changes what the task learns");
+}

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::data::project::{Project, Task};
+use crate::data::subset::Beyond;
 use crate::model::predictor::{PredictOptions, Predictor};
 use crate::train::checkpoint::WeightsChoice;
 use crate::train::data::Augment;
@@ -62,6 +63,11 @@ pub struct RunArgs {
     /// Default: 1 on classification sets of 5000 training images or more, else 0.
     #[arg(long, value_name = "W")]
     pub class_aux: Option<f64>,
+    /// Classification and detection: weight of the generative pretraining loss (next patch's pixels) on every
+    /// training image, labelled or not, added while fine-tuning. 0 = off. With --labels-per-class, the images
+    /// beyond N per class stay as unlabelled images for it.
+    #[arg(long, value_name = "W", default_value_t = 0.0)]
+    pub generative_aux: f64,
     /// Layer-wise learning-rate decay, for fine-tuning with --init (e.g. 0.7: each block gets 0.7 times the rate of
     /// the one above it, so pretrained low layers change little).
     #[arg(long, value_name = "D")]
@@ -252,6 +258,7 @@ fn train_config(objective: Objective, a: &RunArgs, train_images: usize, init: Op
         },
         label_smoothing: a.label_smoothing,
         class_aux: a.class_aux.unwrap_or(by_data.class_aux),
+        generative_aux: a.generative_aux,
         layer_decay: a.layer_decay,
         model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks },
         grad_accum: a.grad_accum,
@@ -369,14 +376,24 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let mut project = open_data(&a.data)?;
     let task = a.task.unwrap_or(project.task);
     if let Some(n) = a.labels_per_class {
-        let report = crate::data::subset::keep_labels_per_class(&mut project, task, n, a.run.seed)
+        // The generative loss learns from unlabelled images too, so they stay for it.
+        let beyond = if a.run.generative_aux > 0.0 { Beyond::Unlabel } else { Beyond::Drop };
+        let report = crate::data::subset::keep_labels_per_class(&mut project, task, n, a.run.seed, beyond)
             .with_context(|| format!("--labels-per-class {n}"))?;
         eprintln!("{}", report.summary());
     }
     for w in crate::data::readiness::check(&project, task) {
         eprintln!("warning: {w}");
     }
-    let train_images = project.indices_in(crate::data::project::Split::Train).len();
+    // The data-sized defaults count the images that teach the task: the labelled ones.
+    let train_images = project
+        .indices_in(crate::data::project::Split::Train)
+        .into_iter()
+        .filter(|&i| match task {
+            Task::Classify => project.images[i].class.is_some(),
+            Task::Detect => project.images[i].has_box_labels(),
+        })
+        .count();
     let mut config = train_config(task.into(), &a.run, train_images, a.init.clone(), a.resume.clone())?;
     config.init_weights = a.init_weights;
     drive(project, config, a.run.json)

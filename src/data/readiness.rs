@@ -7,6 +7,8 @@ use super::project::{Project, Split, Task};
 
 /// The most common class having this many times the examples of the rarest gets a warning.
 pub const IMBALANCE_RATIO: f32 = 10.0;
+/// At least this many unlabelled training images, and no fewer than labelled ones, get the advice to pretrain.
+pub const UNLABELLED_WORTH_PRETRAINING: usize = 100;
 /// At most this many per-class warnings are listed; the rest are summarised in one line.
 const MAX_CLASS_WARNINGS: usize = 5;
 
@@ -60,6 +62,15 @@ pub fn check(project: &Project, task: Task) -> Vec<String> {
     let labelled_in = |split: Split| {
         project.images.iter().filter(|e| e.split == split).filter(|e| if task == Task::Detect { e.has_box_labels() } else { e.class.is_some() }).count()
     };
+    let labelled_train = labelled_in(Split::Train);
+    let unlabelled_train = project.images.iter().filter(|e| e.split == Split::Train).count() - labelled_train;
+    if unlabelled_train >= UNLABELLED_WORTH_PRETRAINING && unlabelled_train >= labelled_train {
+        warnings.push(format!(
+            "{unlabelled_train} training images have no label and only {labelled_train} do: pretraining on all images first \
+             (Train → Pretraining, or `tessera pretrain`) lets the model learn from the unlabelled ones too \
+             (CIFAR-10 with 100 labels per class: +6 points)"
+        ));
+    }
     if labelled_in(Split::Val) == 0 {
         warnings.push("no labelled validation images: the run shows no validation metric and cannot stop early; move some images to the val split".into());
     }
@@ -130,6 +141,21 @@ mod tests {
         assert!(w.iter().any(|m| m.contains("no labelled validation images")), "{w:?}");
         assert!(w.iter().any(|m| m.contains("no labelled test images")), "{w:?}");
         assert!(!w.iter().any(|m| m.contains("'cell'")), "23 boxes are enough: {w:?}");
+    }
+
+    #[test]
+    fn many_unlabelled_images_suggest_pretraining() {
+        let mut p = classify_project(&[30, 30]);
+        let unlabelled = |n| (0..n).map(|_| image(Split::Train, None, vec![])).collect::<Vec<_>>();
+        p.images.extend(unlabelled(50));
+        assert!(check(&p, Task::Classify).is_empty(), "50 unlabelled images are not worth a pretraining run");
+        p.images.extend(unlabelled(UNLABELLED_WORTH_PRETRAINING));
+        let w = check(&p, Task::Classify);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("150 training images have no label and only 60 do") && w[0].contains("pretrain"), "{w:?}");
+        let mut well_labelled = classify_project(&[200, 200]);
+        well_labelled.images.extend(unlabelled(150));
+        assert!(check(&well_labelled, Task::Classify).is_empty(), "more labelled than unlabelled: no advice");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! Classification keeps N images of each class. Detection keeps an image while any class drawn in it still has fewer
 //! than N kept images (so a class can end up with more than N images, through images kept for another class).
-//! Training images that carry no label for the task (unlabelled images; detection images with no boxes) are dropped.
+//! The training images not kept are dropped ([`Beyond::Drop`]) or keep their pixels but lose their labels
+//! ([`Beyond::Unlabel`]: the few-labels-many-images case, where fine-tuning with `--generative-aux` still learns from
+//! every image). Training images that carried no label for the task are dropped or kept the same way.
 //! The val and test splits are never touched.
 
 use super::project::{fnv1a, ImageEntry, ImageSource, Project, Split, Task};
@@ -20,14 +22,25 @@ pub enum SubsetError {
     NoLabelledTraining(&'static str),
 }
 
+/// What happens to the training images beyond the N labelled per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beyond {
+    /// They leave the project.
+    Drop,
+    /// They stay, unlabelled (no class, no boxes, not marked as a labelled negative).
+    Unlabel,
+}
+
 /// What [`keep_labels_per_class`] kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubsetReport {
     /// Labels per class asked for.
     pub per_class_target: usize,
-    /// Training images before and after.
+    /// Training images before, and labelled ones after.
     pub train_before: usize,
     pub train_kept: usize,
+    /// Training images left without labels (with [`Beyond::Unlabel`]; 0 with [`Beyond::Drop`]).
+    pub train_unlabelled: usize,
     /// Kept training images per class (an image counts once for every class it shows).
     pub per_class: Vec<usize>,
     /// Classes with fewer labelled training images than asked for: (class name, images available).
@@ -41,6 +54,9 @@ impl SubsetReport {
             "kept {} of {} training images ({} labels per class; val and test unchanged)",
             self.train_kept, self.train_before, self.per_class_target
         );
+        if self.train_unlabelled > 0 {
+            s.push_str(&format!("; {} more stay as unlabelled images", self.train_unlabelled));
+        }
         if !self.short.is_empty() {
             let list: Vec<String> = self.short.iter().map(|(n, k)| format!("'{n}' has only {k}")).collect();
             s.push_str(&format!("; fewer than asked: {}", list.join(", ")));
@@ -49,9 +65,9 @@ impl SubsetReport {
     }
 }
 
-/// Removes training images from `project` so that at most `n` labelled images per class remain for `task`
-/// (see the module docs for detection). Deterministic in `seed`.
-pub fn keep_labels_per_class(project: &mut Project, task: Task, n: usize, seed: u64) -> Result<SubsetReport, SubsetError> {
+/// Leaves at most `n` labelled training images per class for `task` in `project` (see the module docs for
+/// detection); the others are dropped or unlabelled, as `beyond` says. Deterministic in `seed`.
+pub fn keep_labels_per_class(project: &mut Project, task: Task, n: usize, seed: u64, beyond: Beyond) -> Result<SubsetReport, SubsetError> {
     if n == 0 {
         return Err(SubsetError::Zero);
     }
@@ -95,12 +111,28 @@ pub fn keep_labels_per_class(project: &mut Project, task: Task, n: usize, seed: 
     }
 
     let train_before = train.len();
-    let mut index = 0;
-    project.images.retain(|e| {
-        let k = e.split != Split::Train || keep[index];
-        index += 1;
-        k
-    });
+    let mut train_unlabelled = 0;
+    match beyond {
+        Beyond::Drop => {
+            let mut index = 0;
+            project.images.retain(|e| {
+                let k = e.split != Split::Train || keep[index];
+                index += 1;
+                k
+            });
+        }
+        Beyond::Unlabel => {
+            for &i in &train {
+                if !keep[i] {
+                    let e = &mut project.images[i];
+                    e.class = None;
+                    e.boxes.clear();
+                    e.labeled = false;
+                    train_unlabelled += 1;
+                }
+            }
+        }
+    }
     let short = (0..num_classes)
         .filter(|&c| available[c] < n)
         .map(|c| (project.classes[c].name.clone(), available[c]))
@@ -109,6 +141,7 @@ pub fn keep_labels_per_class(project: &mut Project, task: Task, n: usize, seed: 
         per_class_target: n,
         train_before,
         train_kept: keep.iter().filter(|&&k| k).count(),
+        train_unlabelled,
         per_class: kept_per_class,
         short,
     })
@@ -192,7 +225,7 @@ mod tests {
     fn keeps_exactly_n_per_class_and_leaves_val_test_alone() {
         let mut p = classify_project();
         let (val, test) = (names(&p, Split::Val), names(&p, Split::Test));
-        let r = keep_labels_per_class(&mut p, Task::Classify, 7, 1).unwrap();
+        let r = keep_labels_per_class(&mut p, Task::Classify, 7, 1, Beyond::Drop).unwrap();
         assert_eq!(train_class_counts(&p), vec![7, 7, 7]);
         assert_eq!((r.train_before, r.train_kept), (64, 21));
         assert_eq!(r.per_class, vec![7, 7, 7]);
@@ -202,12 +235,28 @@ mod tests {
     }
 
     #[test]
+    fn unlabel_keeps_every_image_and_the_same_labels_as_drop() {
+        let mut dropped = classify_project();
+        let mut unlabelled = classify_project();
+        let before = unlabelled.images.len();
+        keep_labels_per_class(&mut dropped, Task::Classify, 7, 1, Beyond::Drop).unwrap();
+        let r = keep_labels_per_class(&mut unlabelled, Task::Classify, 7, 1, Beyond::Unlabel).unwrap();
+        assert_eq!(unlabelled.images.len(), before, "no image leaves the project");
+        assert_eq!((r.train_kept, r.train_unlabelled), (21, 43));
+        assert!(r.summary().contains("43 more stay as unlabelled"), "{}", r.summary());
+        let labelled = |p: &Project| -> HashSet<String> {
+            p.indices_in(Split::Train).into_iter().filter(|&i| p.images[i].class.is_some()).map(|i| format!("{:?}", p.images[i].source)).collect()
+        };
+        assert_eq!(labelled(&unlabelled), names(&dropped, Split::Train), "the same images keep their labels");
+    }
+
+    #[test]
     fn same_seed_same_images_whatever_the_order() {
         let mut a = classify_project();
         let mut b = classify_project();
         b.images.reverse();
-        keep_labels_per_class(&mut a, Task::Classify, 5, 42).unwrap();
-        keep_labels_per_class(&mut b, Task::Classify, 5, 42).unwrap();
+        keep_labels_per_class(&mut a, Task::Classify, 5, 42, Beyond::Drop).unwrap();
+        keep_labels_per_class(&mut b, Task::Classify, 5, 42, Beyond::Drop).unwrap();
         assert_eq!(names(&a, Split::Train), names(&b, Split::Train));
     }
 
@@ -215,8 +264,8 @@ mod tests {
     fn different_seeds_pick_different_images() {
         let mut a = classify_project();
         let mut b = classify_project();
-        keep_labels_per_class(&mut a, Task::Classify, 5, 1).unwrap();
-        keep_labels_per_class(&mut b, Task::Classify, 5, 2).unwrap();
+        keep_labels_per_class(&mut a, Task::Classify, 5, 1, Beyond::Drop).unwrap();
+        keep_labels_per_class(&mut b, Task::Classify, 5, 2, Beyond::Drop).unwrap();
         assert_ne!(names(&a, Split::Train), names(&b, Split::Train));
     }
 
@@ -224,15 +273,15 @@ mod tests {
     fn smaller_subsets_are_nested_in_larger_ones() {
         let mut small = classify_project();
         let mut large = classify_project();
-        keep_labels_per_class(&mut small, Task::Classify, 3, 9).unwrap();
-        keep_labels_per_class(&mut large, Task::Classify, 12, 9).unwrap();
+        keep_labels_per_class(&mut small, Task::Classify, 3, 9, Beyond::Drop).unwrap();
+        keep_labels_per_class(&mut large, Task::Classify, 12, 9, Beyond::Drop).unwrap();
         assert!(names(&small, Split::Train).is_subset(&names(&large, Split::Train)));
     }
 
     #[test]
     fn asking_for_more_than_there_is_keeps_all_and_says_so() {
         let mut p = classify_project();
-        let r = keep_labels_per_class(&mut p, Task::Classify, 25, 0).unwrap();
+        let r = keep_labels_per_class(&mut p, Task::Classify, 25, 0, Beyond::Drop).unwrap();
         assert_eq!(train_class_counts(&p), vec![20, 20, 20]);
         assert_eq!(r.short, vec![("a".to_string(), 20), ("b".to_string(), 20), ("c".to_string(), 20)]);
         assert!(r.summary().contains("'a' has only 20"), "{}", r.summary());
@@ -241,12 +290,12 @@ mod tests {
     #[test]
     fn zero_and_unlabelled_projects_are_errors() {
         let mut p = classify_project();
-        assert_eq!(keep_labels_per_class(&mut p, Task::Classify, 0, 0), Err(SubsetError::Zero));
+        assert_eq!(keep_labels_per_class(&mut p, Task::Classify, 0, 0, Beyond::Drop), Err(SubsetError::Zero));
         let mut unlabelled = classify_project();
         unlabelled.images.iter_mut().for_each(|e| e.class = None);
         let before = unlabelled.images.len();
         assert_eq!(
-            keep_labels_per_class(&mut unlabelled, Task::Classify, 5, 0),
+            keep_labels_per_class(&mut unlabelled, Task::Classify, 5, 0, Beyond::Drop),
             Err(SubsetError::NoLabelledTraining("classify"))
         );
         assert_eq!(unlabelled.images.len(), before, "an error must leave the project untouched");
@@ -266,7 +315,7 @@ mod tests {
         p.images.push(entry("neg1.jpg", Split::Train, None, vec![]));
         p.images.push(entry("neg2.jpg", Split::Train, None, vec![]));
         p.images.push(entry("val.jpg", Split::Val, None, vec![1]));
-        let r = keep_labels_per_class(&mut p, Task::Detect, 4, 3).unwrap();
+        let r = keep_labels_per_class(&mut p, Task::Detect, 4, 3, Beyond::Drop).unwrap();
         let kept: Vec<&ImageEntry> = p.images.iter().filter(|e| e.split == Split::Train).collect();
         let with = |c: usize| kept.iter().filter(|e| e.boxes.iter().any(|b| b.class == c)).count();
         assert!(with(1) >= 4 && with(0) >= 4, "every class gets at least N images");

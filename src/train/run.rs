@@ -440,6 +440,14 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         bail!("no usable {} training images in the train split ({} skipped)", objective_name(objective), train.skipped.len());
     }
     let val = Dataset::load(&project, Split::Val, need, cfg.image_size, &normalization);
+    // The generative auxiliary loss reads every training image, labelled or not.
+    let all_train = if config.generative_aux > 0.0 && objective != Objective::Pretrain {
+        let all = Dataset::load(&project, Split::Train, Need::Pixels, cfg.image_size, &normalization);
+        log::info!("generative auxiliary loss (weight {}) on {} training images, {} of them labelled", config.generative_aux, all.len(), train.len());
+        Some(all)
+    } else {
+        None
+    };
 
     // Weights and optimizer state.
     let (model, vars, opt, ema, mut state) = if let Some(meta) = &resume_meta {
@@ -531,6 +539,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     let count_limited = by_steps.is_some() || by_epochs.is_some();
     let eval_every = if config.eval_every > 0 { config.eval_every } else { steps_per_epoch.max(total_steps / 10).max(1) };
     let aug = config.augment.unwrap_or_else(|| default_augment(objective, train.len()));
+    // Pixels to predict are left whole: no erasing or mixing for the generative loss.
+    let generative_aug = Augment { erase: 0.0, cutmix: 0.0, ..aug };
+    let generative_sampler = all_train.as_ref().map(|all| Sampler { n: all.len(), batch, seed: mix(config.seed, 0x6E6) });
     let val_loss_options = LossOptions::validation(noise_boxes);
     let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let _ = events.send(Event::Started { total_steps, device: device_name(&device), parameters: params, augment: aug });
@@ -590,6 +601,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         let lr = learning_rate(state.step, total_steps, config.warmup_steps.min(total_steps / 5), config.lr, 0.05);
         let mut grads = HashMap::new();
         let mut loss_sum = 0f32;
+        let mut generative_sum = 0f32;
         for micro in 0..accum as u64 {
             let k = state.step * accum as u64 + micro;
             let idx = sampler.batch_indices(k);
@@ -604,12 +616,22 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                 class_aux: config.class_aux,
                 cutmix: aug.cutmix as f64,
             };
-            let loss = batch_loss(&model, &b, objective, &opts, &mut rng)?;
+            let mut loss = batch_loss(&model, &b, objective, &opts, &mut rng)?;
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
                 bail!("the loss became {value} at step {}: training diverged; try a lower learning rate (now {lr:.2e})", state.step);
             }
             loss_sum += value;
+            if let (Some(all), Some(sampler)) = (&all_train, &generative_sampler) {
+                let pixels = make_batch(all, &sampler.batch_indices(k), &generative_aug, mix(config.seed ^ 0x6E6, 2 * k), &device)?;
+                let generative = batch_loss(&model, &pixels, Objective::Pretrain, &opts, &mut rng)?;
+                let value = generative.to_scalar::<f32>()?;
+                if !value.is_finite() {
+                    bail!("the generative loss became {value} at step {}: training diverged; try a lower learning rate (now {lr:.2e}) or --generative-aux", state.step);
+                }
+                generative_sum += value;
+                loss = (loss + (generative * config.generative_aux)?)?;
+            }
             accumulate(&mut grads, collect_grads(&loss.backward()?, &vars))?;
         }
         let scale = 1.0 / accum as f64;
@@ -645,7 +667,10 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             step: state.step,
             total_steps,
             epoch: state.step as f32 / steps_per_epoch as f32,
-            losses: vec![(objective_name(objective).to_string(), loss)],
+            losses: match all_train {
+                Some(_) => vec![(objective_name(objective).to_string(), loss), ("generative".to_string(), generative_sum / accum as f32)],
+                None => vec![(objective_name(objective).to_string(), loss)],
+            },
             lr,
             images_per_sec: (batch * accum) as f32 / step_time as f32,
             elapsed_s: t as f32,

@@ -89,6 +89,11 @@ pub struct TrainConfig {
     /// ([`crate::model::objectives::classify_loss_with_aux`]); 0 = off.
     #[serde(default)]
     pub class_aux: f64,
+    /// Classification and detection: weight of the generative (next-patch pixel) loss on every training image,
+    /// labelled or not, added to the task's loss while fine-tuning; 0 = off. With few labels and many images, the
+    /// pretraining objective keeps teaching the backbone from the images the labels do not cover.
+    #[serde(default)]
+    pub generative_aux: f64,
     /// Layer-wise learning-rate decay (see [`crate::train::optim::layer_lr_scale`]); `None` = 1, the same rate
     /// everywhere.
     #[serde(default)]
@@ -292,6 +297,7 @@ impl Default for TrainConfig {
             noise_boxes: None,
             label_smoothing: 0.0,
             class_aux: 0.0,
+            generative_aux: 0.0,
             layer_decay: None,
             model: ModelOverrides::default(),
         }
