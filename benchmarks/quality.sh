@@ -45,7 +45,9 @@ cards             det-playing-cards    detect    tiny    0.5    tiny    30     m
 #   train images, labels ignored, then fine-tune on N labels per class) of this many minutes each; the pretraining run
 #   is shared by the N but charged in full to each pretrained arm. The train split holds ~900 images per class (the
 #   importer carves val out of train), so N=1000 is the all-labels run. Both arms train with the cifar10-best
-#   recipe (recipe_of), the pretraining with its augmentation (pretrain_recipe_of).
+#   recipe (recipe_of), the pretraining with its augmentation (pretrain_recipe_of). Below all labels the pretrained
+#   arm keeps the generative loss on the unlabelled images (tessera's default when fine-tuning with them); each of
+#   its steps costs about two plain ones (README: QUALITY_FINETUNE_STEPS=750 for a step-counted run).
 # bccd: a scratch arm and a pretrain-on-BCCD-images-then-fine-tune arm of this many minutes each.
 # cifar10-best: the best CIFAR-10 recipe, all labels: pretrain on the train images for half the minutes (with
 #   pretrain_recipe_of's augmentation), then fine-tune with recipe_of's arguments for the other half.

@@ -474,6 +474,38 @@ fn large_classification_projects_get_the_large_set_recipe_unless_set_by_hand() {
 }
 
 #[test]
+fn pretraining_a_mostly_unlabelled_project_keeps_the_generative_loss_while_fine_tuning() {
+    let env = env();
+    let mut state = AppState::new(AppPaths { config_dir: env.root.join("config"), data_dir: env.root.join("data") });
+    let mut p = Project::new("few labels", Task::Classify, &env.root.join("few"));
+    for c in ["a", "b"] {
+        p.class_index_or_add(c);
+    }
+    // 40 labelled images among 400.
+    let entry = |i: usize| ImageEntry { source: ImageSource::File(PathBuf::from(format!("images/{i}.png"))), width: 32, height: 32, split: Split::Train, class: (i % 10 == 0).then_some(i % 2), boxes: vec![], labeled: i % 10 == 0 };
+    p.images = (0..400).map(entry).collect();
+    state.project = Some(p);
+    assert_eq!(state.labelled_and_unlabelled(), (40, 360));
+    let run = state.train_configs(&env.root).pop().unwrap();
+    assert_eq!(run.generative_aux, 0.0, "from scratch it stays off");
+
+    state.settings.train.pretrain = true;
+    let run = state.train_configs(&env.root).pop().unwrap();
+    assert_eq!(run.generative_aux, 1.0, "fine-tuning pretrained weights keeps learning from the 360 unlabelled images");
+
+    let t = &mut state.settings.train;
+    (t.generative_auto, t.generative_aux) = (false, 0.25);
+    assert_eq!(state.train_configs(&env.root).pop().unwrap().generative_aux, 0.25, "what the user sets wins");
+
+    let t = &mut state.settings.train;
+    t.generative_auto = true;
+    for e in &mut state.project.as_mut().unwrap().images {
+        e.class = Some(0);
+    }
+    assert_eq!(state.train_configs(&env.root).pop().unwrap().generative_aux, 0.0, "nothing left unlabelled");
+}
+
+#[test]
 fn help_overlay_toggles_with_f1() {
     let env = env();
     let mut h = harness(&env);

@@ -12,7 +12,7 @@ use crate::data::subset::Beyond;
 use crate::model::predictor::{PredictOptions, Predictor};
 use crate::train::checkpoint::WeightsChoice;
 use crate::train::data::Augment;
-use crate::train::worker::{start_training, Event, ModelOverrides, Objective, TrainConfig};
+use crate::train::worker::{default_generative_aux, start_training, Event, ModelOverrides, Objective, TrainConfig};
 
 /// Settings shared by `pretrain` and `train`.
 #[derive(Args, Debug, Clone)]
@@ -66,8 +66,10 @@ pub struct RunArgs {
     /// Classification and detection: weight of the generative pretraining loss (next patch's pixels) on every
     /// training image, labelled or not, added while fine-tuning. 0 = off. With --labels-per-class, the images
     /// beyond N per class stay as unlabelled images for it.
-    #[arg(long, value_name = "W", default_value_t = 0.0)]
-    pub generative_aux: f64,
+    /// Default: 1 when a classifier is fine-tuned (--init) and unlabelled training images are at least as many as
+    /// labelled ones (and 100 or more), else 0.
+    #[arg(long, value_name = "W")]
+    pub generative_aux: Option<f64>,
     /// Layer-wise learning-rate decay, for fine-tuning with --init (e.g. 0.7: each block gets 0.7 times the rate of
     /// the one above it, so pretrained low layers change little).
     #[arg(long, value_name = "D")]
@@ -258,7 +260,7 @@ fn train_config(objective: Objective, a: &RunArgs, train_images: usize, init: Op
         },
         label_smoothing: a.label_smoothing,
         class_aux: a.class_aux.unwrap_or(by_data.class_aux),
-        generative_aux: a.generative_aux,
+        generative_aux: a.generative_aux.unwrap_or(0.0),
         layer_decay: a.layer_decay,
         model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks },
         grad_accum: a.grad_accum,
@@ -375,9 +377,15 @@ pub fn pretrain(a: PretrainArgs) -> anyhow::Result<()> {
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let mut project = open_data(&a.data)?;
     let task = a.task.unwrap_or(project.task);
+    let objective = Objective::from(task);
+    let fine_tuning = a.init.is_some();
     if let Some(n) = a.labels_per_class {
-        // The generative loss learns from unlabelled images too, so they stay for it.
-        let beyond = if a.run.generative_aux > 0.0 { Beyond::Unlabel } else { Beyond::Drop };
+        // The generative loss learns from unlabelled images too, so they stay where it may use them.
+        let may_use_unlabelled = match a.run.generative_aux {
+            Some(w) => w > 0.0,
+            None => default_generative_aux(objective, fine_tuning, 0, usize::MAX) > 0.0,
+        };
+        let beyond = if may_use_unlabelled { Beyond::Unlabel } else { Beyond::Drop };
         let report = crate::data::subset::keep_labels_per_class(&mut project, task, n, a.run.seed, beyond)
             .with_context(|| format!("--labels-per-class {n}"))?;
         eprintln!("{}", report.summary());
@@ -386,16 +394,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     // The data-sized defaults count the images that teach the task: the labelled ones.
-    let train_images = project
-        .indices_in(crate::data::project::Split::Train)
-        .into_iter()
-        .filter(|&i| match task {
-            Task::Classify => project.images[i].class.is_some(),
-            Task::Detect => project.images[i].has_box_labels(),
-        })
-        .count();
-    let mut config = train_config(task.into(), &a.run, train_images, a.init.clone(), a.resume.clone())?;
+    let (train_images, unlabelled) = project.labelled_and_unlabelled(task, crate::data::project::Split::Train);
+    let mut config = train_config(objective, &a.run, train_images, a.init.clone(), a.resume.clone())?;
     config.init_weights = a.init_weights;
+    config.generative_aux = a.run.generative_aux.unwrap_or_else(|| default_generative_aux(objective, fine_tuning, train_images, unlabelled));
+    if config.generative_aux > 0.0 && a.run.generative_aux.is_none() {
+        eprintln!("{unlabelled} unlabelled training images: fine-tuning keeps the generative loss on them (--generative-aux 1; 0 turns it off)");
+    }
     drive(project, config, a.run.json)
 }
 

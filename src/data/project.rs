@@ -189,6 +189,14 @@ impl ImageEntry {
     pub fn has_box_labels(&self) -> bool {
         self.labeled || !self.boxes.is_empty()
     }
+
+    /// Whether training for `task` can learn from this image's label: a class, or boxes / a labelled negative.
+    pub fn is_labelled_for(&self, task: Task) -> bool {
+        match task {
+            Task::Classify => self.class.is_some(),
+            Task::Detect => self.has_box_labels(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +279,13 @@ impl Project {
 
     pub fn indices_in(&self, split: Split) -> Vec<usize> {
         (0..self.images.len()).filter(|&i| self.images[i].split == split).collect()
+    }
+
+    /// Images in `split` with and without a label for `task`: (labelled, unlabelled).
+    pub fn labelled_and_unlabelled(&self, task: Task, split: Split) -> (usize, usize) {
+        let in_split = self.images.iter().filter(|e| e.split == split);
+        let labelled = in_split.clone().filter(|e| e.is_labelled_for(task)).count();
+        (labelled, in_split.count() - labelled)
     }
 
     /// Per-class counts: boxes for detection, images for classification.

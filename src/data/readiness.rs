@@ -59,16 +59,13 @@ pub fn check(project: &Project, task: Task) -> Vec<String> {
         }
     }
 
-    let labelled_in = |split: Split| {
-        project.images.iter().filter(|e| e.split == split).filter(|e| if task == Task::Detect { e.has_box_labels() } else { e.class.is_some() }).count()
-    };
-    let labelled_train = labelled_in(Split::Train);
-    let unlabelled_train = project.images.iter().filter(|e| e.split == Split::Train).count() - labelled_train;
+    let labelled_in = |split: Split| project.labelled_and_unlabelled(task, split).0;
+    let (labelled_train, unlabelled_train) = project.labelled_and_unlabelled(task, Split::Train);
     if unlabelled_train >= UNLABELLED_WORTH_PRETRAINING && unlabelled_train >= labelled_train {
         warnings.push(format!(
             "{unlabelled_train} training images have no label and only {labelled_train} do: pretraining on all images first \
              (Train → Pretraining, or `tessera pretrain`) lets the model learn from the unlabelled ones too \
-             (CIFAR-10 with 100 labels per class: +6 points)"
+             (CIFAR-10 with 100 labels per class: +8 points with the generative loss kept on while fine-tuning)"
         ));
     }
     if labelled_in(Split::Val) == 0 {

@@ -804,6 +804,16 @@ mod tests {
     }
 
     #[test]
+    fn fine_tuning_a_classifier_among_many_unlabelled_images_keeps_the_generative_loss() {
+        use crate::train::worker::default_generative_aux;
+        assert_eq!(default_generative_aux(Objective::Classify, true, 1000, 7977), 1.0, "CIFAR-10 at 100 labels per class");
+        assert_eq!(default_generative_aux(Objective::Classify, true, 1000, 999), 0.0, "fewer unlabelled than labelled");
+        assert_eq!(default_generative_aux(Objective::Classify, true, 10, 99), 0.0, "too few unlabelled images to matter");
+        assert_eq!(default_generative_aux(Objective::Classify, false, 1000, 7977), 0.0, "from scratch: measured only fine-tuning");
+        assert_eq!(default_generative_aux(Objective::Detect, true, 100, 1000), 0.0, "detection: not measured");
+    }
+
+    #[test]
     fn new_classification_and_pretraining_models_get_the_stem_and_detection_models_do_not() {
         use crate::train::worker::{ModelOverrides, DEFAULT_STEM_CHANNELS};
         let tiny = ModelConfig::preset("tiny").unwrap();

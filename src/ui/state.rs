@@ -13,7 +13,7 @@ use crate::eval::EvalReport;
 use crate::model::predictor::AttentionMap;
 use crate::model::{PredictOptions, Prediction, Predictor};
 use crate::train::data::Augment;
-use crate::train::worker::{EvalStats, SamplePrediction, StepStats};
+use crate::train::worker::{default_generative_aux, EvalStats, SamplePrediction, StepStats};
 use crate::train::{Command, Event, Objective, TrainConfig, TrainHandle};
 
 use super::engine;
@@ -100,6 +100,11 @@ pub struct TrainSettings {
     pub pretrain_lr: f64,
     /// Start fine-tuning from the current model instead of from scratch.
     pub init_from_current: bool,
+    /// Use the engine's weight for the generative loss while fine-tuning ([`default_generative_aux`]) instead of
+    /// `generative_aux`.
+    pub generative_auto: bool,
+    /// Weight of the generative (next patch's pixels) loss kept on every training image while fine-tuning.
+    pub generative_aux: f64,
     pub use_gpu: bool,
     pub seed: u64,
 }
@@ -112,6 +117,22 @@ impl TrainSettings {
             TrainConfig::data_defaults(Objective::from(task), train_images).lr
         } else {
             self.lr
+        }
+    }
+
+    /// Whether the fine-tuning stage starts from trained weights: pretraining's, or the current model's when
+    /// `has_model`.
+    pub fn fine_tunes(&self, has_model: bool) -> bool {
+        self.pretrain || (self.init_from_current && has_model)
+    }
+
+    /// The generative loss weight fine-tuning uses on a project with `labelled` and `unlabelled` training images:
+    /// the engine's when `generative_auto`.
+    pub fn effective_generative_aux(&self, task: Task, has_model: bool, labelled: usize, unlabelled: usize) -> f64 {
+        if self.generative_auto {
+            default_generative_aux(Objective::from(task), self.fine_tunes(has_model), labelled, unlabelled)
+        } else {
+            self.generative_aux
         }
     }
 
@@ -150,6 +171,8 @@ impl Default for TrainSettings {
             pretrain_epochs: 5.0,
             pretrain_lr: engine.lr,
             init_from_current: false,
+            generative_auto: true,
+            generative_aux: 1.0,
             use_gpu: true,
             seed: 0,
         }
@@ -1485,6 +1508,7 @@ impl AppState {
         let t = &self.settings.train;
         let task = self.task().unwrap_or_default();
         let train_images = self.train_image_count();
+        let (labelled, unlabelled) = self.labelled_and_unlabelled();
         let base = TrainConfig {
             preset: t.preset.clone(),
             image_size: t.image_size,
@@ -1514,6 +1538,7 @@ impl AppState {
             minutes: t.time_limit.then_some(t.minutes),
             lr: t.effective_lr(task, train_images),
             class_aux: TrainConfig::data_defaults(Objective::from(task), train_images).class_aux,
+            generative_aux: t.effective_generative_aux(task, self.checkpoint.is_some(), labelled, unlabelled),
             augment: t.augment,
             init: if t.init_from_current && !t.pretrain { self.checkpoint.clone() } else { None },
             out: out.join("model"),
@@ -1526,6 +1551,11 @@ impl AppState {
     /// project).
     pub fn train_image_count(&self) -> usize {
         self.project.as_ref().map_or(0, |p| p.class_counts_for(p.task, Some(crate::data::project::Split::Train)).iter().sum())
+    }
+
+    /// Training images with and without a label for the open project's task ((0, 0) without a project).
+    pub fn labelled_and_unlabelled(&self) -> (usize, usize) {
+        self.project.as_ref().map_or((0, 0), |p| p.labelled_and_unlabelled(p.task, crate::data::project::Split::Train))
     }
 
     fn start_training(&mut self) {

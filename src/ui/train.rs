@@ -4,6 +4,7 @@
 use egui::{Color32, RichText};
 
 use crate::data::project::{Project, Split, Task};
+use crate::data::readiness::UNLABELLED_WORTH_PRETRAINING;
 use crate::train::data::Augment;
 use crate::train::run::default_augment;
 use crate::train::worker::CLASSIFY_LARGE_SET;
@@ -59,6 +60,7 @@ impl TrainPanel {
         let mut t: TrainSettings = state.settings.train.clone();
         let locked = state.is_training();
         let train_images = state.train_image_count();
+        let (labelled, unlabelled) = state.labelled_and_unlabelled();
         theme::view_header(ui, "Train", "Teach the transformer your labels.");
         ui.add_enabled_ui(!locked, |ui| {
             theme::section(ui, "Model");
@@ -139,6 +141,25 @@ impl TrainPanel {
                         ui.add_enabled(false, egui::DragValue::new(&mut shown).custom_formatter(|v, _| format!("{v:.0e}")));
                     } else {
                         ui.add(egui::DragValue::new(&mut t.lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
+                    }
+                });
+                ui.end_row();
+                ui.label("Generative loss").on_hover_text(
+                    "Keeps pretraining's objective (predict the next patch's pixels) on every training image, labelled or not, while fine-tuning. It lets unlabelled images keep teaching the model; each step takes about twice as long.",
+                );
+                ui.horizontal(|ui| {
+                    let has_model = state.checkpoint.is_some();
+                    let auto = ui.checkbox(&mut t.generative_auto, "auto").on_hover_text(format!(
+                        "1 when fine-tuning pretrained weights and unlabelled training images are at least as many as labelled ones (and {UNLABELLED_WORTH_PRETRAINING} or more), else 0. Here: {labelled} labelled, {unlabelled} unlabelled"
+                    ));
+                    if auto.changed() && !t.generative_auto {
+                        t.generative_aux = t.effective_generative_aux(task, has_model, labelled, unlabelled);
+                    }
+                    if t.generative_auto {
+                        let mut shown = t.effective_generative_aux(task, has_model, labelled, unlabelled);
+                        ui.add_enabled(false, egui::DragValue::new(&mut shown).max_decimals(2));
+                    } else {
+                        ui.add(egui::DragValue::new(&mut t.generative_aux).range(0.0..=10.0).speed(0.05).max_decimals(2));
                     }
                 });
                 ui.end_row();
