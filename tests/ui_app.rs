@@ -413,6 +413,32 @@ fn train_view_warns_about_a_rare_class_and_stops_warning_once_it_is_labelled() {
 }
 
 #[test]
+fn a_mostly_unlabelled_project_offers_pretraining_in_one_click() {
+    let env = env();
+    let dir = env.root.join("unlabelled");
+    // 12 labelled images among 120.
+    let mut p = tiny_project(&dir, Task::Classify, 120);
+    for (i, im) in p.images.iter_mut().enumerate().filter(|(i, _)| i % 10 == 0) {
+        im.class = Some(i % 3);
+    }
+    p.save().unwrap();
+    let mut h = harness(&env);
+    open(&mut h, &dir);
+    apply(&mut h, Message::ShowView(View::Train));
+    h.step();
+    assert!(h.query_by_label_contains("108 training images have no label").is_some(), "the data check says why");
+    assert!(!h.state().state.settings.train.pretrain);
+    h.get_by_label("Turn on pretraining").click();
+    h.step();
+    h.step();
+    assert!(h.state().state.settings.train.pretrain, "the click turns pretraining on");
+    let fine_tuning = h.state().state.train_configs(&env.root).pop().unwrap();
+    assert_eq!(fine_tuning.generative_aux, 1.0, "and fine-tuning then keeps learning from the unlabelled images");
+    h.step();
+    assert!(h.query_by_label("Turn on pretraining").is_none(), "nothing left to offer");
+}
+
+#[test]
 fn augmentation_can_be_chosen_by_hand_and_reaches_the_run() {
     use tessera::train::data::Augment;
     let env = env();

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::data::project::{BBox, Project, Task};
-use crate::data::readiness::UNLABELLED_WORTH_PRETRAINING;
+use crate::data::readiness::{unlabelled_images_worth_learning_from, UNLABELLED_WORTH_PRETRAINING};
 
 /// Which objective a run trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,8 +270,7 @@ impl TrainConfig {
 /// 3 seeds: 750 fine-tuning steps with it score 1.5 points above 1500 steps without, in the same time. Detection
 /// has not been measured with it and keeps 0.
 pub fn default_generative_aux(objective: Objective, fine_tuning: bool, labelled: usize, unlabelled: usize) -> f64 {
-    let worth_it = unlabelled >= labelled && unlabelled >= UNLABELLED_WORTH_PRETRAINING;
-    if objective == Objective::Classify && fine_tuning && worth_it {
+    if objective == Objective::Classify && fine_tuning && unlabelled_images_worth_learning_from(labelled, unlabelled) {
         1.0
     } else {
         0.0

@@ -4,7 +4,7 @@
 use egui::{Color32, RichText};
 
 use crate::data::project::{Project, Split, Task};
-use crate::data::readiness::UNLABELLED_WORTH_PRETRAINING;
+use crate::data::readiness::{unlabelled_images_worth_learning_from, UNLABELLED_WORTH_PRETRAINING};
 use crate::train::data::Augment;
 use crate::train::run::default_augment;
 use crate::train::worker::CLASSIFY_LARGE_SET;
@@ -203,17 +203,28 @@ impl TrainPanel {
         }
     }
 
-    /// Advice about the data before (and during) a run: rare or missing classes, imbalance, missing splits.
-    fn data_check_ui(&self, ui: &mut egui::Ui) {
+    /// Advice about the data before (and during) a run: rare or missing classes, imbalance, missing splits; and,
+    /// where most training images are unlabelled and pretraining is off, a button that turns it on.
+    fn data_check_ui(&self, ui: &mut egui::Ui, state: &AppState, out: &mut Vec<Message>) {
         let Some((_, _, warnings)) = &self.data_check else { return };
         if warnings.is_empty() {
             return;
         }
+        let (labelled, unlabelled) = state.labelled_and_unlabelled();
+        let offer_pretraining = !state.settings.train.pretrain && unlabelled_images_worth_learning_from(labelled, unlabelled);
         theme::card(ui).show(ui, |ui| {
             ui.set_width(ui.available_width());
             ui.label(RichText::new(format!("⚠ Data check ({})", warnings.len())).strong().color(theme::WARN));
             for w in warnings {
                 ui.label(RichText::new(format!("• {w}")).small());
+            }
+            if offer_pretraining
+                && ui
+                    .button("Turn on pretraining")
+                    .on_hover_text("Turns on Pretraining in the settings: the next run pretrains, then fine-tunes with the generative loss kept on")
+                    .clicked()
+            {
+                out.push(Message::SetTrainSettings(TrainSettings { pretrain: true, ..state.settings.train.clone() }));
             }
         });
         ui.add_space(6.0);
@@ -222,7 +233,7 @@ impl TrainPanel {
     fn run_ui(&mut self, ui: &mut egui::Ui, state: &AppState, out: &mut Vec<Message>) {
         let active = state.runs.iter().rposition(|r| r.status.is_active());
         let shown = active.or_else(|| state.runs.len().checked_sub(1));
-        self.data_check_ui(ui);
+        self.data_check_ui(ui, state, out);
         // Controls and progress.
         theme::card(ui).show(ui, |ui| {
             ui.set_width(ui.available_width());
