@@ -507,17 +507,19 @@ fn pretraining_a_mostly_unlabelled_project_keeps_the_generative_loss_while_fine_
     for c in ["a", "b"] {
         p.class_index_or_add(c);
     }
-    // 40 labelled images among 400.
+    // 600 labelled images among 6000.
     let entry = |i: usize| ImageEntry { source: ImageSource::File(PathBuf::from(format!("images/{i}.png"))), width: 32, height: 32, split: Split::Train, class: (i % 10 == 0).then_some(i % 2), boxes: vec![], labeled: i % 10 == 0 };
-    p.images = (0..400).map(entry).collect();
+    p.images = (0..6000).map(entry).collect();
     state.project = Some(p);
-    assert_eq!(state.labelled_and_unlabelled(), (40, 360));
+    assert_eq!(state.labelled_and_unlabelled(), (600, 5400));
     let run = state.train_configs(&env.root).pop().unwrap();
     assert_eq!(run.generative_aux, 0.0, "from scratch it stays off");
+    assert_eq!((run.batch_size, run.lr, run.class_aux), (16, 1e-3, 0.0), "600 labelled images: the small-set defaults");
 
     state.settings.train.pretrain = true;
     let run = state.train_configs(&env.root).pop().unwrap();
-    assert_eq!(run.generative_aux, 1.0, "fine-tuning pretrained weights keeps learning from the 360 unlabelled images");
+    assert_eq!(run.generative_aux, 1.0, "fine-tuning pretrained weights keeps learning from the 5400 unlabelled images");
+    assert_eq!((run.batch_size, run.lr, run.class_aux), (64, 2e-3, 1.0), "which makes 6000 to learn from: the large-set recipe");
 
     let t = &mut state.settings.train;
     (t.generative_auto, t.generative_aux) = (false, 0.25);

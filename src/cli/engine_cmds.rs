@@ -12,7 +12,7 @@ use crate::data::subset::Beyond;
 use crate::model::predictor::{PredictOptions, Predictor};
 use crate::train::checkpoint::WeightsChoice;
 use crate::train::data::Augment;
-use crate::train::worker::{default_generative_aux, start_training, Event, ModelOverrides, Objective, TrainConfig};
+use crate::train::worker::{default_generative_aux, images_learned_from, start_training, Event, ModelOverrides, Objective, TrainConfig};
 
 /// Settings shared by `pretrain` and `train`.
 #[derive(Args, Debug, Clone)]
@@ -393,11 +393,14 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     for w in crate::data::readiness::check(&project, task) {
         eprintln!("warning: {w}");
     }
-    // The data-sized defaults count the images that teach the task: the labelled ones.
-    let (train_images, unlabelled) = project.labelled_and_unlabelled(task, crate::data::project::Split::Train);
+    // The data-sized defaults count the images that teach the task: the labelled ones, and the unlabelled ones
+    // when the generative loss learns from them.
+    let (labelled, unlabelled) = project.labelled_and_unlabelled(task, crate::data::project::Split::Train);
+    let generative_aux = a.run.generative_aux.unwrap_or_else(|| default_generative_aux(objective, fine_tuning, labelled, unlabelled));
+    let train_images = images_learned_from(labelled, unlabelled, generative_aux);
     let mut config = train_config(objective, &a.run, train_images, a.init.clone(), a.resume.clone())?;
     config.init_weights = a.init_weights;
-    config.generative_aux = a.run.generative_aux.unwrap_or_else(|| default_generative_aux(objective, fine_tuning, train_images, unlabelled));
+    config.generative_aux = generative_aux;
     if config.generative_aux > 0.0 && a.run.generative_aux.is_none() {
         eprintln!("{unlabelled} unlabelled training images: fine-tuning keeps the generative loss on them (--generative-aux 1; 0 turns it off)");
     }

@@ -538,7 +538,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     }
     let count_limited = by_steps.is_some() || by_epochs.is_some();
     let eval_every = if config.eval_every > 0 { config.eval_every } else { steps_per_epoch.max(total_steps / 10).max(1) };
-    let aug = config.augment.unwrap_or_else(|| default_augment(objective, train.len()));
+    // With the generative loss on, the unlabelled images count too (`worker::images_learned_from`).
+    let learned_from = all_train.as_ref().map_or(train.len(), |all| all.len());
+    let aug = config.augment.unwrap_or_else(|| default_augment(objective, learned_from));
     // Pixels to predict are left whole: no erasing or mixing for the generative loss.
     let generative_aug = Augment { erase: 0.0, cutmix: 0.0, ..aug };
     let generative_sampler = all_train.as_ref().map(|all| Sampler { n: all.len(), batch, seed: mix(config.seed, 0x6E6) });
@@ -811,6 +813,9 @@ mod tests {
         assert_eq!(default_generative_aux(Objective::Classify, true, 10, 99), 0.0, "too few unlabelled images to matter");
         assert_eq!(default_generative_aux(Objective::Classify, false, 1000, 7977), 0.0, "from scratch: measured only fine-tuning");
         assert_eq!(default_generative_aux(Objective::Detect, true, 100, 1000), 0.0, "detection: not measured");
+        use crate::train::worker::images_learned_from;
+        assert_eq!(images_learned_from(1000, 7977, 1.0), 8977, "with the generative loss every image teaches");
+        assert_eq!(images_learned_from(1000, 7977, 0.0), 1000);
     }
 
     #[test]

@@ -277,6 +277,18 @@ pub fn default_generative_aux(objective: Objective, fine_tuning: bool, labelled:
     }
 }
 
+/// How many training images a fine-tuning run's data-sized defaults ([`TrainConfig::data_defaults`],
+/// [`crate::train::run::default_augment`]) count: the labelled ones, plus the unlabelled ones when the generative
+/// loss learns from them too. A pretrained classifier fine-tuned on 1000 CIFAR-10 labels among 8977 images with
+/// it gains most from the large-set recipe (batches of 64, erasing, the patch-level class loss).
+pub fn images_learned_from(labelled: usize, unlabelled: usize, generative_aux: f64) -> usize {
+    if generative_aux > 0.0 {
+        labelled + unlabelled
+    } else {
+        labelled
+    }
+}
+
 /// Default weight of detection's dense auxiliary loss: 1 to 3 measured alike (test mAP@0.5 0.73–0.78 at lr 2e-3).
 pub const DEFAULT_DENSE_AUX: f64 = 1.0;
 

@@ -13,7 +13,7 @@ use crate::eval::EvalReport;
 use crate::model::predictor::AttentionMap;
 use crate::model::{PredictOptions, Prediction, Predictor};
 use crate::train::data::Augment;
-use crate::train::worker::{default_generative_aux, EvalStats, SamplePrediction, StepStats};
+use crate::train::worker::{default_generative_aux, images_learned_from, EvalStats, SamplePrediction, StepStats};
 use crate::train::{Command, Event, Objective, TrainConfig, TrainHandle};
 
 use super::engine;
@@ -1508,7 +1508,6 @@ impl AppState {
         let t = &self.settings.train;
         let task = self.task().unwrap_or_default();
         let train_images = self.train_image_count();
-        let (labelled, unlabelled) = self.labelled_and_unlabelled();
         let base = TrainConfig {
             preset: t.preset.clone(),
             image_size: t.image_size,
@@ -1538,7 +1537,7 @@ impl AppState {
             minutes: t.time_limit.then_some(t.minutes),
             lr: t.effective_lr(task, train_images),
             class_aux: TrainConfig::data_defaults(Objective::from(task), train_images).class_aux,
-            generative_aux: t.effective_generative_aux(task, self.checkpoint.is_some(), labelled, unlabelled),
+            generative_aux: self.fine_tuning_generative_aux(),
             augment: t.augment,
             init: if t.init_from_current && !t.pretrain { self.checkpoint.clone() } else { None },
             out: out.join("model"),
@@ -1547,10 +1546,17 @@ impl AppState {
         stages
     }
 
-    /// Labelled images in the open project's train split, what the engine's defaults depend on (0 without a
-    /// project).
+    /// The generative loss weight the fine-tuning stage would use now.
+    pub fn fine_tuning_generative_aux(&self) -> f64 {
+        let (labelled, unlabelled) = self.labelled_and_unlabelled();
+        self.settings.train.effective_generative_aux(self.task().unwrap_or_default(), self.checkpoint.is_some(), labelled, unlabelled)
+    }
+
+    /// The training images the engine's data-sized defaults count: the labelled ones, plus the unlabelled ones
+    /// when fine-tuning's generative loss learns from them ([`images_learned_from`]; 0 without a project).
     pub fn train_image_count(&self) -> usize {
-        self.project.as_ref().map_or(0, |p| p.class_counts_for(p.task, Some(crate::data::project::Split::Train)).iter().sum())
+        let (labelled, unlabelled) = self.labelled_and_unlabelled();
+        images_learned_from(labelled, unlabelled, self.fine_tuning_generative_aux())
     }
 
     /// Training images with and without a label for the open project's task ((0, 0) without a project).

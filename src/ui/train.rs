@@ -3,7 +3,7 @@
 
 use egui::{Color32, RichText};
 
-use crate::data::project::{Project, Split, Task};
+use crate::data::project::Task;
 use crate::data::readiness::{unlabelled_images_worth_learning_from, UNLABELLED_WORTH_PRETRAINING};
 use crate::train::data::Augment;
 use crate::train::run::default_augment;
@@ -113,7 +113,7 @@ impl TrainPanel {
                 ui.label("Batch size");
                 ui.horizontal(|ui| {
                     let auto = ui.checkbox(&mut t.batch_auto, "auto").on_hover_text(format!(
-                        "The default for the task and the data: 64 images per step for classification sets of {CLASSIFY_LARGE_SET} training images or more, else 16"
+                        "The default for the task and the data: 64 images per step for classification sets of {CLASSIFY_LARGE_SET} training images or more (unlabelled ones count while the generative loss is on), else 16. Here: {train_images}"
                     ));
                     if auto.changed() && !t.batch_auto {
                         // Unticking starts editing from the size the run would have used.
@@ -130,7 +130,7 @@ impl TrainPanel {
                 ui.label("Learning rate");
                 ui.horizontal(|ui| {
                     let auto = ui.checkbox(&mut t.lr_auto, "auto").on_hover_text(format!(
-                        "The default for the task and the data: 2e-3 for detection and for classification sets of {CLASSIFY_LARGE_SET} training images or more, else 1e-3"
+                        "The default for the task and the data: 2e-3 for detection and for classification sets of {CLASSIFY_LARGE_SET} training images or more (unlabelled ones count while the generative loss is on), else 1e-3. Here: {train_images}"
                     ));
                     if auto.changed() && !t.lr_auto {
                         // Unticking starts editing from the rate the run would have used.
@@ -173,8 +173,8 @@ impl TrainPanel {
                 ui.add(egui::DragValue::new(&mut t.seed));
                 ui.end_row();
             });
-            if let Some(project) = &state.project {
-                augment_ui(ui, &mut t, project, task);
+            if state.project.is_some() {
+                augment_ui(ui, &mut t, task, train_images);
             }
             ui.checkbox(&mut t.ema, "EMA of the weights");
             ui.horizontal(|ui| {
@@ -449,8 +449,7 @@ pub fn fmt_duration(s: f32) -> String {
 
 /// Fine-tuning's data augmentation: automatic (the engine's choice for this task and data size, shown in words) or
 /// chosen by hand, starting from the automatic choice.
-fn augment_ui(ui: &mut egui::Ui, t: &mut TrainSettings, project: &Project, task: Task) {
-    let train_images: usize = project.class_counts_for(task, Some(Split::Train)).iter().sum();
+fn augment_ui(ui: &mut egui::Ui, t: &mut TrainSettings, task: Task, train_images: usize) {
     let automatic = default_augment(Objective::from(task), train_images);
     let mut auto = t.augment.is_none();
     let toggle = ui
