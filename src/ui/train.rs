@@ -94,6 +94,9 @@ impl TrainPanel {
                     ui.label("Epochs");
                     ui.add(egui::DragValue::new(&mut t.pretrain_epochs).range(0.5..=500.0).speed(0.5));
                     ui.end_row();
+                    ui.checkbox(&mut t.pretrain_time_limit, "Time limit");
+                    ui.add_enabled(t.pretrain_time_limit, egui::DragValue::new(&mut t.pretrain_minutes).range(0.5..=10_000.0).speed(0.5).suffix(" min"));
+                    ui.end_row();
                     ui.label("Learning rate");
                     ui.add(egui::DragValue::new(&mut t.pretrain_lr).range(1e-6..=1e-1).speed(1e-5).custom_formatter(|v, _| format!("{v:.0e}")));
                     ui.end_row();
