@@ -436,6 +436,7 @@ fn a_mostly_unlabelled_project_offers_pretraining_in_one_click() {
     assert_eq!(fine_tuning.generative_aux, 1.0, "and fine-tuning then keeps learning from the unlabelled images");
     h.step();
     assert!(h.query_by_label("Turn on pretraining").is_none(), "nothing left to offer");
+    assert!(h.query_by_label_contains("108 training images have no label").is_none(), "nor to advise");
 }
 
 #[test]

@@ -393,6 +393,11 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     for w in crate::data::readiness::check(&project, task) {
         eprintln!("warning: {w}");
     }
+    if !fine_tuning {
+        if let Some(advice) = crate::data::readiness::pretraining_advice(&project, task) {
+            eprintln!("note: {advice}");
+        }
+    }
     // The data-sized defaults count the images that teach the task: the labelled ones, and the unlabelled ones
     // when the generative loss learns from them.
     let (labelled, unlabelled) = project.labelled_and_unlabelled(task, crate::data::project::Split::Train);

@@ -26,6 +26,19 @@ pub fn min_per_class(task: Task) -> usize {
     }
 }
 
+/// Advice to learn from the unlabelled training images too (pretraining first), when there are enough of them
+/// ([`unlabelled_images_worth_learning_from`]); for runs that do not start from trained weights already.
+pub fn pretraining_advice(project: &Project, task: Task) -> Option<String> {
+    let (labelled, unlabelled) = project.labelled_and_unlabelled(task, Split::Train);
+    unlabelled_images_worth_learning_from(labelled, unlabelled).then(|| {
+        format!(
+            "{unlabelled} training images have no label and only {labelled} do: pretraining on all images first \
+             (the Train view's Pretraining, or `tessera pretrain`) lets the model learn from the unlabelled ones too \
+             (CIFAR-10 with 100 labels per class: +8 points with the generative loss kept on while fine-tuning)"
+        )
+    })
+}
+
 /// Human-readable warnings about `project`'s data for training `task`; empty when it looks fine.
 pub fn check(project: &Project, task: Task) -> Vec<String> {
     let mut warnings = vec![];
@@ -66,14 +79,6 @@ pub fn check(project: &Project, task: Task) -> Vec<String> {
     }
 
     let labelled_in = |split: Split| project.labelled_and_unlabelled(task, split).0;
-    let (labelled_train, unlabelled_train) = project.labelled_and_unlabelled(task, Split::Train);
-    if unlabelled_images_worth_learning_from(labelled_train, unlabelled_train) {
-        warnings.push(format!(
-            "{unlabelled_train} training images have no label and only {labelled_train} do: pretraining on all images first \
-             (the Train view's Pretraining, or `tessera pretrain`) lets the model learn from the unlabelled ones too \
-             (CIFAR-10 with 100 labels per class: +8 points with the generative loss kept on while fine-tuning)"
-        ));
-    }
     if labelled_in(Split::Val) == 0 {
         warnings.push("no labelled validation images: the run shows no validation metric and cannot stop early; move some images to the val split".into());
     }
@@ -151,14 +156,14 @@ mod tests {
         let mut p = classify_project(&[30, 30]);
         let unlabelled = |n| (0..n).map(|_| image(Split::Train, None, vec![])).collect::<Vec<_>>();
         p.images.extend(unlabelled(50));
-        assert!(check(&p, Task::Classify).is_empty(), "50 unlabelled images are not worth a pretraining run");
+        assert_eq!(pretraining_advice(&p, Task::Classify), None, "50 unlabelled images are not worth a pretraining run");
         p.images.extend(unlabelled(UNLABELLED_WORTH_PRETRAINING));
-        let w = check(&p, Task::Classify);
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("150 training images have no label and only 60 do") && w[0].contains("pretrain"), "{w:?}");
+        let advice = pretraining_advice(&p, Task::Classify).expect("150 unlabelled images, 60 labelled");
+        assert!(advice.contains("150 training images have no label and only 60 do") && advice.contains("pretrain"), "{advice}");
+        assert!(check(&p, Task::Classify).is_empty(), "advice, not a problem with the data");
         let mut well_labelled = classify_project(&[200, 200]);
         well_labelled.images.extend(unlabelled(150));
-        assert!(check(&well_labelled, Task::Classify).is_empty(), "more labelled than unlabelled: no advice");
+        assert_eq!(pretraining_advice(&well_labelled, Task::Classify), None, "more labelled than unlabelled: no advice");
     }
 
     #[test]

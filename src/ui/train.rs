@@ -4,7 +4,7 @@
 use egui::{Color32, RichText};
 
 use crate::data::project::Task;
-use crate::data::readiness::{unlabelled_images_worth_learning_from, UNLABELLED_WORTH_PRETRAINING};
+use crate::data::readiness::UNLABELLED_WORTH_PRETRAINING;
 use crate::train::data::Augment;
 use crate::train::run::default_augment;
 use crate::train::worker::CLASSIFY_LARGE_SET;
@@ -21,8 +21,16 @@ use super::theme;
 pub struct TrainPanel {
     pub charts: ChartOptions,
     dialog: Option<PendingDialog>,
-    /// `data::readiness` warnings for the project at this revision (recomputed only when the project changes).
-    data_check: Option<(u64, Task, Vec<String>)>,
+    /// `data::readiness` warnings and pretraining advice for the project at this revision (recomputed only when
+    /// the project changes).
+    data_check: Option<DataCheck>,
+}
+
+struct DataCheck {
+    revision: u64,
+    task: Task,
+    warnings: Vec<String>,
+    pretraining_advice: Option<String>,
 }
 
 const PRESETS: [(&str, &str); 3] = [("tiny", "Tiny: fastest, fine on a CPU"), ("small", "Small: better, wants a few minutes"), ("base", "Base: best, wants a GPU")];
@@ -41,8 +49,13 @@ impl TrainPanel {
             theme::empty_state(ui, "⟳", "No project open", "Open a project to train a model on it.");
             return;
         };
-        if self.data_check.as_ref().map(|(rev, task, _)| (*rev, *task)) != Some((state.revision, project.task)) {
-            self.data_check = Some((state.revision, project.task, crate::data::readiness::check(project, project.task)));
+        if self.data_check.as_ref().map(|c| (c.revision, c.task)) != Some((state.revision, project.task)) {
+            self.data_check = Some(DataCheck {
+                revision: state.revision,
+                task: project.task,
+                warnings: crate::data::readiness::check(project, project.task),
+                pretraining_advice: crate::data::readiness::pretraining_advice(project, project.task),
+            });
         }
         egui::Panel::left("train_settings").resizable(false).exact_size(320.0).show(ui, |ui| {
             egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
@@ -207,21 +220,22 @@ impl TrainPanel {
     }
 
     /// Advice about the data before (and during) a run: rare or missing classes, imbalance, missing splits; and,
-    /// where most training images are unlabelled and pretraining is off, a button that turns it on.
+    /// where most training images are unlabelled and the run would not start from trained weights, the advice to
+    /// pretrain with a button that turns it on.
     fn data_check_ui(&self, ui: &mut egui::Ui, state: &AppState, out: &mut Vec<Message>) {
-        let Some((_, _, warnings)) = &self.data_check else { return };
-        if warnings.is_empty() {
+        let Some(check) = &self.data_check else { return };
+        let advice = check.pretraining_advice.as_ref().filter(|_| !state.settings.train.fine_tunes(state.checkpoint.is_some()));
+        let shown = check.warnings.len() + usize::from(advice.is_some());
+        if shown == 0 {
             return;
         }
-        let (labelled, unlabelled) = state.labelled_and_unlabelled();
-        let offer_pretraining = !state.settings.train.pretrain && unlabelled_images_worth_learning_from(labelled, unlabelled);
         theme::card(ui).show(ui, |ui| {
             ui.set_width(ui.available_width());
-            ui.label(RichText::new(format!("⚠ Data check ({})", warnings.len())).strong().color(theme::WARN));
-            for w in warnings {
+            ui.label(RichText::new(format!("⚠ Data check ({shown})")).strong().color(theme::WARN));
+            for w in check.warnings.iter().chain(advice) {
                 ui.label(RichText::new(format!("• {w}")).small());
             }
-            if offer_pretraining
+            if advice.is_some()
                 && ui
                     .button("Turn on pretraining")
                     .on_hover_text("Turns on Pretraining in the settings: the next run pretrains, then fine-tunes with the generative loss kept on")
