@@ -171,8 +171,8 @@ impl Default for TrainSettings {
             early_stop: false,
             patience: 5,
             pretrain: false,
-            // Pretraining pays off with time: CIFAR-10 subset at 100 labels per class gained +2.3 points after
-            // 15 minutes, +3.1 after 24 and +8 (with today's fine-tuning) after 30 on 2 cores; 60 gave no more.
+            // Pretraining pays off with time: CIFAR-10 subset at 100 labels per class, one core, gained +2.3 points
+            // after 15 minutes and +3.1 after 24 (session 8's fine-tuning), +8 after 30 (today's); 60 gave no more.
             // 50 epochs cover a small project; the time limit caps a large one.
             pretrain_epochs: 50.0,
             pretrain_time_limit: true,
