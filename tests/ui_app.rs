@@ -72,6 +72,13 @@ fn open(h: &mut Harness<'static, TesseraApp>, dir: &Path) {
     run_until(h, "the project to open", 30, |a| a.state.project.is_some() && a.state.opening.is_none());
 }
 
+/// Opens the project in `dir` and shows it in the Train view.
+fn open_in_train_view(h: &mut Harness<'static, TesseraApp>, dir: &Path) {
+    open(h, dir);
+    apply(h, Message::ShowView(View::Train));
+    h.step();
+}
+
 /// Waits until the Label view shows the current image fully loaded.
 fn wait_for_canvas(h: &mut Harness<'static, TesseraApp>) {
     run_until(h, "the image to load", 30, |a| {
@@ -393,9 +400,7 @@ fn train_view_warns_about_a_rare_class_and_stops_warning_once_it_is_labelled() {
     }
     p.save().unwrap();
     let mut h = harness(&env);
-    open(&mut h, &dir);
-    apply(&mut h, Message::ShowView(View::Train));
-    h.step();
+    open_in_train_view(&mut h, &dir);
     assert!(h.query_by_label_contains("Data check").is_some(), "the warning card is shown");
     assert!(h.query_by_label_contains("'blue' has only 2 training images").is_some());
     // Labelling more blue images (through the app, as the Label view does) clears the warning.
@@ -404,9 +409,7 @@ fn train_view_warns_about_a_rare_class_and_stops_warning_once_it_is_labelled() {
         im.class = Some(2);
     }
     fixed.save().unwrap();
-    open(&mut h, &dir);
-    apply(&mut h, Message::ShowView(View::Train));
-    h.step();
+    open_in_train_view(&mut h, &dir);
     assert!(h.query_by_label_contains("'blue' has only").is_none(), "blue now has enough images");
     assert!(h.query_by_label_contains("'green' has no training images").is_some(), "green lost all of its training images");
     assert!(h.query_by_label_contains("'red' has no training images").is_some());
@@ -423,9 +426,7 @@ fn a_mostly_unlabelled_project_offers_pretraining_in_one_click() {
     }
     p.save().unwrap();
     let mut h = harness(&env);
-    open(&mut h, &dir);
-    apply(&mut h, Message::ShowView(View::Train));
-    h.step();
+    open_in_train_view(&mut h, &dir);
     assert!(h.query_by_label_contains("108 training images have no label").is_some(), "the data check says why");
     assert!(!h.state().state.settings.train.pretrain);
     h.get_by_label("Turn on pretraining").click();
@@ -450,9 +451,7 @@ fn augmentation_can_be_chosen_by_hand_and_reaches_the_run() {
     }
     p.save().unwrap();
     let mut h = harness(&env);
-    open(&mut h, &dir);
-    apply(&mut h, Message::ShowView(View::Train));
-    h.step();
+    open_in_train_view(&mut h, &dir);
     // A small classification project: the engine would shift by up to 8 % and not mirror.
     assert!(h.query_by_label_contains("For this project: shifts up to 8\u{a0}%").is_some());
     assert_eq!(h.state().state.train_configs(&env.root).last().unwrap().augment, None);
