@@ -9,12 +9,6 @@ use super::project::{Project, Split, Task};
 pub const IMBALANCE_RATIO: f32 = 10.0;
 /// At least this many unlabelled training images, and no fewer than labelled ones, get the advice to pretrain.
 pub const UNLABELLED_WORTH_PRETRAINING: usize = 100;
-
-/// Whether a training split with `labelled` and `unlabelled` images has enough unlabelled ones that learning from
-/// them (pretraining, the generative loss while fine-tuning) is worth its time.
-pub fn unlabelled_images_worth_learning_from(labelled: usize, unlabelled: usize) -> bool {
-    unlabelled >= UNLABELLED_WORTH_PRETRAINING && unlabelled >= labelled
-}
 /// At most this many per-class warnings are listed; the rest are summarised in one line.
 const MAX_CLASS_WARNINGS: usize = 5;
 
@@ -24,6 +18,12 @@ pub fn min_per_class(task: Task) -> usize {
         Task::Classify => 10,
         Task::Detect => 15,
     }
+}
+
+/// Whether a training split with `labelled` and `unlabelled` images has enough unlabelled ones that learning from
+/// them (pretraining, the generative loss while fine-tuning) is worth its time.
+pub fn unlabelled_images_worth_learning_from(labelled: usize, unlabelled: usize) -> bool {
+    unlabelled >= UNLABELLED_WORTH_PRETRAINING && unlabelled >= labelled
 }
 
 /// Advice to learn from the unlabelled training images too (pretraining first), when there are enough of them

@@ -265,10 +265,10 @@ impl TrainConfig {
 }
 
 /// The generative auxiliary loss's weight unless set by hand: 1 when a classifier is fine-tuned from trained weights
-/// and its project holds at least as many unlabelled training images as labelled ones (and at least
-/// [`crate::data::readiness::UNLABELLED_WORTH_PRETRAINING`]), else 0. CIFAR-10 subset, 100 labels per class, from a 30-minute pretraining,
-/// 3 seeds: 750 fine-tuning steps with it score 1.5 points above 1500 steps without, in the same time. Detection
-/// has not been measured with it and keeps 0.
+/// and its project holds enough unlabelled training images
+/// ([`crate::data::readiness::unlabelled_images_worth_learning_from`]), else 0. CIFAR-10 subset, 100 labels per
+/// class, from a 30-minute pretraining, 3 seeds: 750 fine-tuning steps with it score 1.5 points above 1500 steps
+/// without, in the same time. Detection has not been measured with it and keeps 0.
 pub fn default_generative_aux(objective: Objective, fine_tuning: bool, labelled: usize, unlabelled: usize) -> f64 {
     if objective == Objective::Classify && fine_tuning && unlabelled_images_worth_learning_from(labelled, unlabelled) {
         1.0
