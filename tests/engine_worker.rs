@@ -230,3 +230,49 @@ fn the_generative_aux_loss_learns_from_unlabelled_images_while_fine_tuning() {
     assert!(without.iter().all(|l| l.len() == 1), "no generative loss when it is off");
     assert_ne!(with[5][0].1, without[5][0].1, "the generative loss changes what the task learns");
 }
+
+/// What a two-step classification run on `project` with the default augmentation reports and records:
+/// (the Started event's augmentation and mirror measure, the checkpoint's recorded augmentation, TTA views).
+fn default_augmentation_of(project: Project, out: &Path) -> (tessera::train::data::Augment, Option<f64>, Option<tessera::train::data::Augment>, usize) {
+    let (_, events) = run(project, config(Objective::Classify, out, 2), None);
+    assert!(matches!(events.last(), Some(Event::Finished { .. })), "{:?}", events.last());
+    let (augment, asymmetry) = events.iter().find_map(|e| if let Event::Started { augment, mirror_asymmetry, .. } = e { Some((*augment, *mirror_asymmetry)) } else { None }).unwrap();
+    let recorded = tessera::train::checkpoint::read_meta(out).unwrap().train.unwrap().config.augment;
+    (augment, asymmetry, recorded, Predictor::load(out).unwrap().tta_views())
+}
+
+#[test]
+fn classifiers_mirror_by_default_only_images_whose_classes_survive_a_mirror() {
+    use tessera::train::run::MIRROR_ASYMMETRY_LIMIT;
+    let dir = tempfile::tempdir().unwrap();
+    // The shapes (circles, squares, triangles, stars, crosses) are left-right symmetric: mirrored, and the
+    // checkpoint says so, so test-time augmentation may look at the mirror image too.
+    let (augment, asymmetry, recorded, views) = default_augmentation_of(demo(&dir.path().join("data")), &dir.path().join("shapes.ckpt"));
+    assert!(asymmetry.unwrap() < MIRROR_ASYMMETRY_LIMIT && augment.hflip && !augment.dihedral, "{asymmetry:?} {augment:?}");
+    assert_eq!((recorded, views), (Some(augment), 2));
+
+    // Arrows pointing left or right: a mirror turns one class into the other.
+    let src = dir.path().join("arrows");
+    for (class, left) in [("left", true), ("right", false)] {
+        std::fs::create_dir_all(src.join(class)).unwrap();
+        for i in 0..24u32 {
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                let tip = if left { x } else { 31 - x };
+                let on = (8 + i % 8..28).contains(&tip) && (14..18).contains(&y) || tip >= 6 + i % 8 && tip < 14 + i % 8 && y.abs_diff(16) <= tip.saturating_sub(6 + i % 8);
+                image::Rgb(if on { [230, 220, 40] } else { [20 + (i * 7 % 40) as u8, 30, 60] })
+            });
+            img.save(src.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let (project, _) = tessera::data::import::open_project_or_dataset(&src).unwrap();
+    let (augment, asymmetry, recorded, views) = default_augmentation_of(project.clone(), &dir.path().join("arrows.ckpt"));
+    assert!(asymmetry.unwrap() >= MIRROR_ASYMMETRY_LIMIT && !augment.hflip, "{asymmetry:?} {augment:?}");
+    assert_eq!((recorded, views), (Some(augment), 1), "never mirrored, so TTA must not look at the mirror image");
+
+    // Augmentation set by hand is used as given, without the check.
+    let by_hand = tessera::train::data::Augment { hflip: true, ..tessera::train::data::Augment::none() };
+    let out = dir.path().join("by-hand.ckpt");
+    let (_, events) = run(project, TrainConfig { augment: Some(by_hand), ..config(Objective::Classify, &out, 2) }, None);
+    let started = events.iter().find_map(|e| if let Event::Started { augment, mirror_asymmetry, .. } = e { Some((*augment, *mirror_asymmetry)) } else { None });
+    assert_eq!(started, Some((by_hand, None)));
+}

@@ -602,7 +602,7 @@ fn fake_worker(dir: &Path) -> tessera::train::TrainHandle {
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<Event>();
     let ckpt = dir.join("ckpt");
     let thread = std::thread::spawn(move || {
-        let _ = ev_tx.send(Event::Started { total_steps: 1000, device: "CPU".into(), parameters: 1_234_567, augment: tessera::train::data::Augment::none() });
+        let _ = ev_tx.send(Event::Started { total_steps: 1000, device: "CPU".into(), parameters: 1_234_567, augment: tessera::train::data::Augment::none(), mirror_asymmetry: None });
         let mut step = 0u64;
         loop {
             match cmd_rx.try_recv() {

@@ -12,6 +12,7 @@ use crate::data::subset::Beyond;
 use crate::model::predictor::{PredictOptions, Predictor};
 use crate::train::checkpoint::WeightsChoice;
 use crate::train::data::Augment;
+use crate::train::run::describe_mirror_check;
 use crate::train::worker::{default_generative_aux, images_learned_from, start_training, Event, ModelOverrides, Objective, TrainConfig};
 
 /// Settings shared by `pretrain` and `train`.
@@ -304,9 +305,13 @@ fn drive(project: Project, config: TrainConfig, json_out: bool) -> anyhow::Resul
     let mut result = Ok(());
     for ev in handle.events.iter() {
         match ev {
-            Event::Started { total_steps, device, parameters, augment } => {
+            Event::Started { total_steps, device, parameters, augment, mirror_asymmetry } => {
                 bar.set_length(total_steps);
                 say(&bar, format!("training on {device}, {:.2}M parameters; augmentation: {}", parameters as f64 / 1e6, augment.describe()));
+                if let Some(a) = mirror_asymmetry {
+                    say(&bar, format!("images {}; --augment chooses by hand", describe_mirror_check(a)));
+                    summary["mirror_asymmetry"] = json!(a);
+                }
                 summary["augment"] = json!(augment);
                 summary["device"] = json!(device);
                 summary["parameters"] = json!(parameters);

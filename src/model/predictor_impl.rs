@@ -107,8 +107,9 @@ impl PredictorImpl {
             );
         }
         // TTA shows the model only orientations its training augmentation showed it. A checkpoint without training
-        // state (stripped for shipping) was trained with the defaults.
-        let augment = meta.train.as_ref().and_then(|t| t.config.augment).unwrap_or_else(|| default_augment(meta.task, usize::MAX));
+        // state (stripped for shipping) or from before runs recorded their augmentation was trained with the
+        // defaults, which mirrored classifiers' images only since the mirror check: assume no mirrors.
+        let augment = meta.train.as_ref().and_then(|t| t.config.augment).unwrap_or_else(|| default_augment(meta.task, usize::MAX, false));
         // A classifier looks at the mirror image only if it learned that a mirror keeps the class: mirroring a model
         // trained without flips cost Fashion-MNIST 4 points (0.897 → 0.857).
         let tta_views = match meta.task {

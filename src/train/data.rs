@@ -133,6 +133,72 @@ impl Dataset {
     }
 }
 
+/// How much the images' class evidence changes in a mirror: 0 when every class's mean image (minus the mean
+/// over all classes) is left–right symmetric, about 1 when it is unrelated to its mirror image, up to 2 when
+/// mirroring turns it into its negative. Means are pooled to an 8 × 8 grid per channel, and the sampling noise of
+/// each class's mean (its pixels' variance over its count) is taken out of both sides of the ratio, so classes with
+/// few images do not look asymmetric by chance. `None` without two classes with images.
+pub fn mirror_asymmetry(items: &[Item], size: usize) -> Option<f64> {
+    const GRID: usize = 8;
+    let cell = (size / GRID).max(1);
+    let grid = size / cell;
+    let cells = grid * grid;
+    let pool = |pixels: &[f32]| -> Vec<f64> {
+        let channels = pixels.len() / (size * size);
+        let mut out = vec![0f64; channels * cells];
+        for c in 0..channels {
+            for y in 0..grid * cell {
+                for x in 0..grid * cell {
+                    out[c * cells + (y / cell) * grid + x / cell] += pixels[c * size * size + y * size + x] as f64;
+                }
+            }
+        }
+        let area = (cell * cell) as f64;
+        out.iter_mut().for_each(|v| *v /= area);
+        out
+    };
+    // Per class: count, sum and sum of squares of the pooled pixels.
+    let mut stats: Vec<(usize, Vec<f64>, Vec<f64>)> = Vec::new();
+    for item in items {
+        let Some(class) = item.class else { continue };
+        let pooled = pool(&item.pixels);
+        if stats.len() <= class {
+            stats.resize(class + 1, (0, vec![], vec![]));
+        }
+        let (n, sum, sq) = &mut stats[class];
+        if sum.is_empty() {
+            *sum = vec![0.0; pooled.len()];
+            *sq = vec![0.0; pooled.len()];
+        }
+        *n += 1;
+        for (k, v) in pooled.iter().enumerate() {
+            sum[k] += v;
+            sq[k] += v * v;
+        }
+    }
+    stats.retain(|(n, _, _)| *n > 1);
+    if stats.len() < 2 {
+        return None;
+    }
+    let dims = stats[0].1.len();
+    let means: Vec<Vec<f64>> = stats.iter().map(|(n, sum, _)| sum.iter().map(|s| s / *n as f64).collect()).collect();
+    let overall: Vec<f64> = (0..dims).map(|k| means.iter().map(|m| m[k]).sum::<f64>() / means.len() as f64).collect();
+    let mirror_of = |k: usize| {
+        let (plane, rest) = (k / cells, k % cells);
+        plane * cells + (rest / grid) * grid + (grid - 1 - rest % grid)
+    };
+    let (mut changed, mut energy) = (0f64, 0f64);
+    for ((n, _, sq), mean) in stats.iter().zip(&means) {
+        let n = *n as f64;
+        // Variance of this class's mean, summed over the grid: the noise in |d|² (and twice that in |d - mirror(d)|²).
+        let noise: f64 = (0..dims).map(|k| (sq[k] / n - mean[k] * mean[k]).max(0.0) / (n - 1.0)).sum();
+        let d: Vec<f64> = (0..dims).map(|k| mean[k] - overall[k]).collect();
+        changed += (0..dims).map(|k| (d[k] - d[mirror_of(k)]).powi(2)).sum::<f64>() - 2.0 * noise;
+        energy += 2.0 * (d.iter().map(|v| v * v).sum::<f64>() - noise);
+    }
+    (energy > 0.0).then(|| (changed / energy).clamp(0.0, 2.0))
+}
+
 /// Per-channel mean/std over raw (un-normalised) pixels of up to 500 images of a split.
 pub fn compute_normalization(project: &Project, split: Split, size: usize) -> Normalization {
     let ds = {
@@ -500,6 +566,55 @@ mod tests {
             class: None,
             objects: vec![Object { xmin, ymin, xmax, ymax, class: 0 }],
         }
+    }
+
+    /// `per_class` noisy copies (Gaussian noise of `noise` std) of each class's pattern, `size`² pixels, all channels.
+    fn noisy_copies(patterns: &[Vec<f32>], per_class: usize, noise: f32, size: usize) -> Vec<Item> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut items = vec![];
+        for (class, pattern) in patterns.iter().enumerate() {
+            for _ in 0..per_class {
+                let pixels = (0..3).flat_map(|_| pattern.iter().map(|v| v + noise * rng.sample::<f32, _>(rand_distr::StandardNormal)).collect::<Vec<_>>()).collect();
+                let letterbox = Letterbox::uniform(size as u32, size as u32, size).0;
+                items.push(Item { index: items.len(), pixels, letterbox, class: Some(class), objects: vec![] });
+            }
+        }
+        items
+    }
+
+    fn pattern(size: usize, bright: impl Fn(usize, usize) -> bool) -> Vec<f32> {
+        (0..size * size).map(|i| if bright(i % size, i / size) { 1.0 } else { 0.0 }).collect()
+    }
+
+    #[test]
+    fn mirror_asymmetry_tells_mirror_safe_classes_from_mirror_sensitive_ones() {
+        let size = 16;
+        let mid = |x: usize| (x as f32 + 0.5 - size as f32 / 2.0).abs();
+        // Left–right symmetric classes (a centred square, a horizontal bar, a ring): mirroring changes nothing.
+        let symmetric = [
+            pattern(size, |x, y| mid(x) < 4.0 && mid(y) < 4.0),
+            pattern(size, |x, y| mid(x) < 7.0 && (6..9).contains(&y)),
+            pattern(size, |x, y| (4.0..7.0).contains(&(mid(x).powi(2) + mid(y).powi(2)).sqrt())),
+        ];
+        let a = mirror_asymmetry(&noisy_copies(&symmetric, 20, 0.3, size), size).unwrap();
+        assert!(a < 0.1, "symmetric classes: {a}");
+        // Few, very noisy images of the same classes: the noise in their means must not read as asymmetry.
+        let a = mirror_asymmetry(&noisy_copies(&symmetric, 3, 1.5, size), size).unwrap();
+        assert!(a < 0.3, "few noisy images: {a}");
+        // Classes that are each other's mirror image (a block on the left, the same on the right): a mirror swaps them.
+        let swapped = [pattern(size, |x, y| x < 5 && (4..12).contains(&y)), pattern(size, |x, y| x >= size - 5 && (4..12).contains(&y))];
+        let a = mirror_asymmetry(&noisy_copies(&swapped, 20, 0.3, size), size).unwrap();
+        assert!(a > 1.5, "mirror-image classes: {a}");
+        // Glyph-like classes (random strokes, as digits are to a mirror): their mirrors look like no class.
+        let mut rng = StdRng::seed_from_u64(3);
+        let glyphs: Vec<Vec<f32>> = (0..5).map(|_| {
+            let cells: Vec<bool> = (0..16).map(|_| rng.random_bool(0.4)).collect();
+            pattern(size, |x, y| cells[(y / 4) * 4 + x / 4])
+        }).collect();
+        let a = mirror_asymmetry(&noisy_copies(&glyphs, 20, 0.3, size), size).unwrap();
+        assert!(a > crate::train::run::MIRROR_ASYMMETRY_LIMIT, "glyphs: {a}");
+        // One class only: nothing to compare.
+        assert_eq!(mirror_asymmetry(&noisy_copies(&symmetric[..1], 20, 0.3, size), size), None);
     }
 
     #[test]

@@ -717,8 +717,11 @@ impl AppState {
             for _ in 0..5000 {
                 let Ok(ev) = handle.events.try_recv() else { break };
                 match ev {
-                    Event::Started { total_steps, device, parameters, augment } => {
+                    Event::Started { total_steps, device, parameters, augment, mirror_asymmetry } => {
                         run.augmentation = augment.describe();
+                        if let Some(a) = mirror_asymmetry {
+                            run.augmentation += &format!("; images {}", crate::train::run::describe_mirror_check(a));
+                        }
                         run.stage_total = total_steps;
                         run.total_steps = run.step_offset + total_steps
                             + run.pending_stages.len() as u64 * total_steps.max(1);

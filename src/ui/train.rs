@@ -467,7 +467,9 @@ pub fn fmt_duration(s: f32) -> String {
 /// Fine-tuning's data augmentation: automatic (the engine's choice for this task and data size, shown in words) or
 /// chosen by hand, starting from the automatic choice.
 fn augment_ui(ui: &mut egui::Ui, t: &mut TrainSettings, task: Task, train_images: usize) {
-    let automatic = default_augment(Objective::from(task), train_images);
+    // Whether a classifier's images get mirrored is decided from their pixels when training starts; the manual
+    // settings start without it.
+    let automatic = default_augment(Objective::from(task), train_images, false);
     let mut auto = t.augment.is_none();
     let toggle = ui
         .checkbox(&mut auto, "Automatic augmentation")
@@ -477,7 +479,8 @@ fn augment_ui(ui: &mut egui::Ui, t: &mut TrainSettings, task: Task, train_images
     }
     let weak = ui.visuals().weak_text_color();
     let Some(a) = &mut t.augment else {
-        ui.label(RichText::new(format!("For this project: {}.", automatic.describe())).small().color(weak));
+        let mirror = if task == Task::Classify { " Mirrored too if the classes look alike in a mirror (checked when training starts)." } else { "" };
+        ui.label(RichText::new(format!("For this project: {}.{mirror}", automatic.describe())).small().color(weak));
         return;
     };
     ui.checkbox(&mut a.hflip, "Mirror left–right")
