@@ -452,8 +452,9 @@ fn augmentation_can_be_chosen_by_hand_and_reaches_the_run() {
     p.save().unwrap();
     let mut h = harness(&env);
     open_in_train_view(&mut h, &dir);
-    // A small classification project: the engine would shift by up to 8 % and not mirror.
-    assert!(h.query_by_label_contains("For this project: shifts up to 8\u{a0}%").is_some());
+    // A small classification project: the engine shifts by up to 8 % and mirrors only if the images' classes look
+    // alike in a mirror, which it checks from their pixels when the run starts.
+    assert!(h.query_by_label_contains("For this project: shifts up to 8\u{a0}%. Mirrored too if the classes look alike in a mirror").is_some());
     assert_eq!(h.state().state.train_configs(&env.root).last().unwrap().augment, None);
 
     h.get_by_label("Automatic augmentation").click();
