@@ -135,11 +135,11 @@ impl Dataset {
 
 /// How much the images' class evidence changes in a mirror: 0 when every class's mean image (minus the mean
 /// over all classes) is left–right symmetric, about 1 when it is unrelated to its mirror image, up to 2 when
-/// mirroring turns it into its negative. Means are pooled to an 8 × 8 grid per channel, and the sampling noise of
-/// each class's mean (its pixels' variance over its count) is taken out of both sides of the ratio, so classes with
-/// few images do not look asymmetric by chance. `None` without two classes with images, or when the class means
-/// differ by no more than that noise (one object anywhere in the frame, as in the shapes demo's classification
-/// set): then the pixels say nothing either way.
+/// mirroring turns it into its negative. Means are pooled per channel to cells of size / 8 pixels, and the sampling
+/// noise of each class's mean (its pixels' variance over its count) is taken out of both sides of the ratio, so
+/// classes with few images do not look asymmetric by chance. `None` without two classes with images, or when the
+/// class means differ by no more than that noise (one object anywhere in the frame, as in the shapes demo's
+/// classification set): then the pixels say nothing either way.
 pub fn mirror_asymmetry(items: &[Item], size: usize) -> Option<f64> {
     const GRID: usize = 8;
     let cell = (size / GRID).max(1);
