@@ -128,13 +128,15 @@ pub fn describe_mirror_check(asymmetry: f64) -> String {
 /// Augmentation defaults per objective. Detection and pretraining use flips and 90° rotations (boxes stay boxes,
 /// objects keep their class); classification mirrors only images whose classes survive it (`mirror_safe`: the
 /// labelled training images' [`mirror_asymmetry`] is below [`MIRROR_ASYMMETRY_LIMIT`]; photos and clothes pass,
-/// digits and letters change meaning) and shifts only small training sets (`CLASSIFY_SHIFT_BELOW`).
+/// digits and letters change meaning), and mirrors and shifts only sets under `CLASSIFY_SHIFT_BELOW` images: on
+/// large sets a short run learns faster without either (Fashion-MNIST, defaults, 6000 steps, val accuracy at
+/// epochs 1 / 3 / 5: 0.808 / 0.871 / 0.896 mirrored, 0.831 / 0.876 / 0.902 not).
 pub fn default_augment(objective: Objective, train_images: usize, mirror_safe: bool) -> Augment {
     match objective {
         Objective::Classify => {
-            let translate = if train_images < CLASSIFY_SHIFT_BELOW { 0.08 } else { 0.0 };
             let erase = if train_images >= super::worker::CLASSIFY_LARGE_SET { CLASSIFY_LARGE_SET_ERASE } else { 0.0 };
-            Augment { hflip: mirror_safe, translate, erase, ..Augment::none() }
+            let small = train_images < CLASSIFY_SHIFT_BELOW;
+            Augment { hflip: mirror_safe && small, translate: if small { 0.08 } else { 0.0 }, erase, ..Augment::none() }
         }
         Objective::Detect => Augment { hflip: true, dihedral: true, translate: 0.1, ..Augment::none() },
         Objective::Pretrain => Augment { hflip: true, dihedral: true, ..Augment::none() },
@@ -467,9 +469,12 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
 
     // Augmentation. With the generative loss on, the unlabelled images count too (`worker::images_learned_from`).
     let learned_from = all_train.as_ref().map_or(train.len(), |all| all.len());
-    // A resumed run without a recorded augmentation started before the mirror check, without mirrors: it goes on so.
+    // Only sets small enough to mirror at all are checked. A resumed run without a recorded augmentation started
+    // before the mirror check, without mirrors: it goes on so.
     let mirror_check = match config.augment {
-        None if objective == Objective::Classify && resume_meta.is_none() => mirror_asymmetry(&train.items, cfg.image_size),
+        None if objective == Objective::Classify && learned_from < CLASSIFY_SHIFT_BELOW && resume_meta.is_none() => {
+            mirror_asymmetry(&train.items, cfg.image_size)
+        }
         _ => None,
     };
     let mirror_safe = mirror_check.is_some_and(|a| a < MIRROR_ASYMMETRY_LIMIT);
@@ -813,8 +818,9 @@ mod tests {
         assert_eq!(default_augment(Objective::Classify, 1000, false).erase, 0.0, "a small set keeps every pixel");
         assert_eq!(default_augment(Objective::Classify, 8977, false).erase, CLASSIFY_LARGE_SET_ERASE);
         assert_eq!(default_augment(Objective::Classify, 54_000, false), Augment { erase: CLASSIFY_LARGE_SET_ERASE, ..Augment::none() });
-        let mirrored = default_augment(Objective::Classify, 54_000, true);
+        let mirrored = default_augment(Objective::Classify, 8977, true);
         assert!(mirrored.hflip && !mirrored.dihedral, "mirror-safe classes get mirrors, never upside down");
+        assert!(!default_augment(Objective::Classify, 54_000, true).hflip, "large sets: a short run learns faster without");
         assert!(default_augment(Objective::Detect, 54_000, false).dihedral);
         assert_eq!(default_augment(Objective::Detect, 54_000, false).erase, 0.0, "erasing could hide whole objects");
     }
