@@ -479,7 +479,8 @@ fn augment_ui(ui: &mut egui::Ui, t: &mut TrainSettings, task: Task, train_images
     }
     let weak = ui.visuals().weak_text_color();
     let Some(a) = &mut t.augment else {
-        let mirror = if task == Task::Classify { " Mirrored too if the classes look alike in a mirror (checked when training starts)." } else { "" };
+        let checks_mirror = task == Task::Classify && train_images < crate::train::run::CLASSIFY_SHIFT_BELOW;
+        let mirror = if checks_mirror { " Mirrored too if the classes look alike in a mirror (checked when training starts)." } else { "" };
         ui.label(RichText::new(format!("For this project: {}.{mirror}", automatic.describe())).small().color(weak));
         return;
     };
