@@ -21,6 +21,7 @@
 #   QUALITY_FINETUNE_STEPS=5     fine-tune a pretrained arm for this many steps (default: QUALITY_STEPS)
 #   QUALITY_PRETRAIN_SHARE=0.8   part of a pretrained arm's budget spent pretraining (the rest fine-tunes;
 #                                CIFAR-10 at 100 labels/class: a 5-minute fine-tune scores what a 15-minute one does)
+#   QUALITY_BCCD_PRETRAIN_SHARE=0.3333  the same for the BCCD detection comparison
 #   QUALITY_LABELS="10 100 1000" labels per class for the CIFAR-10 label-efficiency curve
 #   QUALITY_KEEP=1               keep the checkpoints (printed path) instead of deleting them
 set -euo pipefail
@@ -48,7 +49,9 @@ cards             det-playing-cards    detect    tiny    0.5    tiny    30     m
 #   recipe (recipe_of), the pretraining with its augmentation (pretrain_recipe_of). Below all labels the pretrained
 #   arm keeps the generative loss on the unlabelled images (tessera's default when fine-tuning with them); each of
 #   its steps costs about two plain ones (README: QUALITY_FINETUNE_STEPS=750 for a step-counted run).
-# bccd: a scratch arm and a pretrain-on-BCCD-images-then-fine-tune arm of this many minutes each.
+# bccd: a scratch arm and a pretrain-on-BCCD-images-then-fine-tune arm of this many minutes each, at 112 px; the
+#   pretrained arm spends a third of its minutes pretraining (detection needs more fine-tuning steps than
+#   classification) and pretrains without the convolutional stem, so both arms train the same detection model.
 # cifar10-best: the best CIFAR-10 recipe, all labels: pretrain on the train images for half the minutes (with
 #   pretrain_recipe_of's augmentation), then fine-tune with recipe_of's arguments for the other half.
 # fashion-best: the best Fashion-MNIST recipe (its arguments in recipe_of below; random erasing since session 15),
@@ -58,12 +61,14 @@ recipe_of() {
     case "$1" in
         fashion-best) echo "--batch-size 64 --lr 2e-3 --patch-size 7 --augment hflip,erase=0.5 --class-aux 1 --local-mixing-full true --stem-channels 16" ;;
         cifar10|cifar10-best) echo "--batch-size 64 --lr 2e-3 --augment hflip,shift=0.1,erase=0.5 --class-aux 1" ;;
+        bccd) echo "--image-size 112" ;;
     esac
 }
 # Pretraining arguments an experiment adds to the defaults.
 pretrain_recipe_of() {
     case "$1" in
         cifar10|cifar10-best) echo "--augment hflip,shift=0.1" ;;
+        bccd) echo "--image-size 112 --stem-channels 0" ;;
     esac
 }
 # ---------------------------------------------------------------------------------------------------------------
@@ -115,6 +120,8 @@ field() { echo "$BUDGETS" | awk -v n="$1" -v c="$2" '$1 == n {print $c}'; }
 preset_of() { if [ "$MODE" = quick ]; then field "$1" 4; else field "$1" 6; fi; }
 minutes_of() { if [ "$MODE" = quick ]; then field "$1" 5; else field "$1" 7; fi; }
 calc() { python3 -c "print(round($1, 4))"; }
+# Part of a pretrained arm's minutes spent pretraining.
+share_of() { if [ "$1" = bccd ]; then echo "${QUALITY_BCCD_PRETRAIN_SHARE:-0.3333}"; else echo "$SHARE"; fi; }
 selected() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 # How long to run: --minutes M, or --steps when QUALITY_STEPS overrides.
 stop_args() { if [ -n "$STEPS" ]; then echo "--steps $STEPS"; else echo "--minutes $1"; fi; }
@@ -223,7 +230,7 @@ run_experiment() {
     echo "== $exp (seed $seed, $preset, $minutes min per arm${STEPS:+, steps override $STEPS})" >&2
     case "$exp" in
         cifar10|bccd)
-            pre_min=$(calc "$minutes * $SHARE")
+            pre_min=$(calc "$minutes * $(share_of "$exp")")
             local labels_list=$LABELS
             [ "$exp" = bccd ] && labels_list=all
             for n in $labels_list; do
@@ -255,7 +262,7 @@ for exp in $PLAN; do
     m=$(minutes_of "$exp")
     case "$exp" in
         cifar10) m=$(calc "$m * $(echo $LABELS | wc -w) * (2 - $SHARE) + $m * $SHARE") ;;
-        bccd) m=$(calc "$m * 2") ;;
+        bccd) m=$(calc "$m * 2") ;;  # a scratch arm and a pretrained arm
     esac
     total=$(calc "$total + $m")
 done

@@ -276,3 +276,63 @@ fn classifiers_mirror_by_default_only_images_whose_classes_survive_a_mirror() {
     let started = events.iter().find_map(|e| if let Event::Started { augment, mirror_asymmetry, .. } = e { Some((*augment, *mirror_asymmetry)) } else { None });
     assert_eq!(started, Some((by_hand, None)));
 }
+
+#[test]
+fn pseudo_labels_teach_from_the_images_the_model_is_sure_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut project = demo(&dir.path().join("data"));
+    let train = project.indices_in(tessera::data::project::Split::Train);
+    for &i in &train[12..] {
+        project.images[i].class = None;
+        project.images[i].boxes.clear();
+        project.images[i].labeled = false;
+    }
+    let steps = 12;
+    let curves = |threshold: Option<f64>| {
+        let out = dir.path().join(format!("pseudo{threshold:?}.ckpt"));
+        // Augmentation by hand: the default one counts the unlabelled images once pseudo-labels are on.
+        let augment = Some(tessera::train::data::Augment { hflip: true, ..tessera::train::data::Augment::none() });
+        let handle = start_training(project.clone(), TrainConfig { pseudo_labels: threshold, augment, ..config(Objective::Classify, &out, steps) });
+        let mut curves: Vec<Vec<(String, f32)>> = vec![];
+        loop {
+            match handle.events.recv_timeout(Duration::from_secs(300)).expect("no event from the worker") {
+                Event::Step(s) => curves.push(s.losses.clone()),
+                Event::Finished { .. } => break,
+                Event::Error { message } => panic!("{message}"),
+                _ => {}
+            }
+        }
+        assert_eq!(curves.len(), steps as usize);
+        curves
+    };
+    let pseudo = |curve: &[Vec<(String, f32)>]| -> Vec<f32> {
+        curve.iter().map(|l| l.iter().find(|(name, _)| name == "pseudo-labels").expect("the pseudo-label loss is reported").1).collect()
+    };
+    let off = curves(None);
+    assert!(off.iter().all(|l| l.len() == 1), "no pseudo-label loss when they are off");
+    // Never sure enough: nothing is learned from the unlabelled images, and the labelled ones train exactly as without.
+    let never = curves(Some(1.01));
+    assert!(pseudo(&never).iter().all(|&v| v == 0.0));
+    assert_eq!(never.iter().map(|l| l[0].1).collect::<Vec<_>>(), off.iter().map(|l| l[0].1).collect::<Vec<_>>());
+    // Always sure: every image of every batch learns its guess.
+    let always = curves(Some(0.0));
+    assert!(pseudo(&always).iter().all(|v| v.is_finite() && *v > 0.0), "{:?}", pseudo(&always));
+    assert_ne!(always[5][0].1, off[5][0].1, "the pseudo-labels change what the labelled images' loss sees");
+}
+
+#[test]
+fn a_time_limited_run_evaluates_about_ten_times_however_fast_it_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = demo(&dir.path().join("data"));
+    let out = dir.path().join("timed.ckpt");
+    // No step count: the run refines its steps from its speed, and its evaluation interval with them.
+    let timed = TrainConfig { steps: None, minutes: Some(0.2), eval_every: 0, ..config(Objective::Classify, &out, 0) };
+    let (losses, events) = run(project, timed, None);
+    let evals = events.iter().filter(|e| matches!(e, Event::Eval(_))).count();
+    let steps = losses.len();
+    eprintln!("{steps} steps, {evals} evaluations");
+    // 64 training images in batches of 8: 8 steps per epoch, at most one evaluation per epoch.
+    // Kept at the first guess of 1000 steps, the interval would be 100: at most two evaluations in this run.
+    assert!(steps >= 60, "too few steps in 12 s to tell the intervals apart: {steps}");
+    assert!((5..=13).contains(&evals), "{evals} evaluations in {steps} steps");
+}

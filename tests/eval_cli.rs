@@ -91,4 +91,10 @@ fn a_model_with_the_convolutional_stem_saves_loads_and_predicts() {
     assert!(ok, "{err}");
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tuned.join("checkpoint.json")).unwrap()).unwrap();
     assert_eq!(meta["model"]["stem_channels"], 4, "{meta}");
+    // So does its input size: another one is an error that says so, not a setting silently ignored.
+    let size = meta["model"]["image_size"].as_u64().unwrap();
+    let (ok, err) = tessera(&["train", &data, "--task", "detect", "--init", ckpt, "--image-size", &(size * 2).to_string(), "--steps", "1", "--out", tuned.to_str().unwrap()]);
+    assert!(!ok && err.contains(&format!("comes from the checkpoint it starts from ({size} px)")), "{err}");
+    let (ok, err) = tessera(&["train", &data, "--task", "detect", "--init", ckpt, "--image-size", &size.to_string(), "--steps", "1", "--out", tuned.to_str().unwrap()]);
+    assert!(ok, "the checkpoint's own size is fine: {err}");
 }

@@ -71,6 +71,11 @@ pub struct RunArgs {
     /// labelled ones (and 100 or more), else 0.
     #[arg(long, value_name = "W")]
     pub generative_aux: Option<f64>,
+    /// Classification: pseudo-labels (FixMatch) on every training image, labelled or not, at this confidence
+    /// (e.g. 0.95): where the model is at least this sure of a lightly augmented view's class, a strongly augmented
+    /// view learns it. With --labels-per-class, the images beyond N per class are used unlabelled. Default: off.
+    #[arg(long, value_name = "THRESHOLD")]
+    pub pseudo_labels: Option<f64>,
     /// Layer-wise learning-rate decay, for fine-tuning with --init (e.g. 0.7: each block gets 0.7 times the rate of
     /// the one above it, so pretrained low layers change little).
     #[arg(long, value_name = "D")]
@@ -244,6 +249,9 @@ fn parse_augment(s: &str) -> anyhow::Result<Option<Augment>> {
 fn train_config(objective: Objective, a: &RunArgs, train_images: usize, init: Option<PathBuf>, resume: Option<PathBuf>) -> anyhow::Result<TrainConfig> {
     let d = TrainConfig::default();
     let by_data = TrainConfig::data_defaults(objective, train_images);
+    if let Some(t) = a.pseudo_labels {
+        anyhow::ensure!((0.0..=1.0).contains(&t), "--pseudo-labels: the confidence {t} is not in 0..1");
+    }
     Ok(TrainConfig {
         objective,
         preset: a.preset.clone(),
@@ -262,6 +270,7 @@ fn train_config(objective: Objective, a: &RunArgs, train_images: usize, init: Op
         label_smoothing: a.label_smoothing,
         class_aux: a.class_aux.unwrap_or(by_data.class_aux),
         generative_aux: a.generative_aux.unwrap_or(0.0),
+        pseudo_labels: a.pseudo_labels,
         layer_decay: a.layer_decay,
         model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks },
         grad_accum: a.grad_accum,
@@ -389,7 +398,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         let may_use_unlabelled = match a.run.generative_aux {
             Some(w) => w > 0.0,
             None => default_generative_aux(objective, fine_tuning, 0, usize::MAX) > 0.0,
-        };
+        } || a.run.pseudo_labels.is_some();
         let beyond = if may_use_unlabelled { Beyond::Unlabel } else { Beyond::Drop };
         let report = crate::data::subset::keep_labels_per_class(&mut project, task, n, a.run.seed, beyond)
             .with_context(|| format!("--labels-per-class {n}"))?;
@@ -407,12 +416,15 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     // when the generative loss learns from them.
     let (labelled, unlabelled) = project.labelled_and_unlabelled(task, crate::data::project::Split::Train);
     let generative_aux = a.run.generative_aux.unwrap_or_else(|| default_generative_aux(objective, fine_tuning, labelled, unlabelled));
-    let train_images = images_learned_from(labelled, unlabelled, generative_aux);
+    let train_images = images_learned_from(labelled, unlabelled, generative_aux > 0.0 || a.run.pseudo_labels.is_some());
     let mut config = train_config(objective, &a.run, train_images, a.init.clone(), a.resume.clone())?;
     config.init_weights = a.init_weights;
     config.generative_aux = generative_aux;
     if config.generative_aux > 0.0 && a.run.generative_aux.is_none() {
         eprintln!("{unlabelled} unlabelled training images: fine-tuning keeps the generative loss on them (--generative-aux 1; 0 turns it off)");
+    }
+    if let (Some(t), Objective::Classify) = (config.pseudo_labels, objective) {
+        eprintln!("pseudo-labels at confidence {t} on all {} training images ({unlabelled} unlabelled)", labelled + unlabelled);
     }
     drive(project, config, a.run.json)
 }

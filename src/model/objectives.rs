@@ -58,6 +58,15 @@ fn classify_forward(model: &Transformer, patches: &Tensor) -> Result<(Tensor, Te
     Ok((logits.narrow(1, v.first_class() as usize, v.n_classes)?.contiguous()?, h.narrow(1, 0, n)?))
 }
 
+/// Pseudo-labels for unlabelled images (FixMatch): for each image the class the model gives it where its
+/// probability is at least `threshold`, else `None`. Read without gradient: they are targets, not predictions to learn.
+pub fn confident_classes(model: &Transformer, patches: &Tensor, threshold: f64) -> Result<Vec<Option<u32>>> {
+    let probs = candle_nn::ops::softmax_last_dim(&classify_logits(model, patches)?.detach())?;
+    let best = probs.max(D::Minus1)?.to_vec1::<f32>()?;
+    let class = probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    Ok(best.iter().zip(class).map(|(&p, c)| (p as f64 >= threshold).then_some(c)).collect())
+}
+
 pub fn classify_loss(model: &Transformer, patches: &Tensor, labels: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(&classify_logits(model, patches)?, labels)
 }
@@ -783,6 +792,33 @@ mod tests {
             let unmixed = value(classify_loss_mixed(&m, &patches, &own, Some((&partner, 1.0)), 0.1, aux));
             assert!((unmixed - a).abs() < 1e-6);
         }
+    }
+
+    /// Pseudo-labels are the model's own answers (the argmax of its class logits), given only where its probability
+    /// reaches the threshold.
+    #[test]
+    fn pseudo_labels_are_the_confident_answers() {
+        let c = cfg();
+        let mut p = ParamStore::init(7, &Device::Cpu);
+        let m = Transformer::new(&c, &mut p).unwrap();
+        let patches = Tensor::randn(0f32, 1.0, (6, c.n_patches(), c.patch_dim()), &Device::Cpu).unwrap();
+        let probs = candle_nn::ops::softmax_last_dim(&classify_logits(&m, &patches).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+        let best: Vec<(u32, f32)> = probs
+            .iter()
+            .map(|row| row.iter().enumerate().fold((0u32, f32::MIN), |acc, (i, &p)| if p > acc.1 { (i as u32, p) } else { acc }))
+            .collect();
+        let all = confident_classes(&m, &patches, 0.0).unwrap();
+        assert_eq!(all, best.iter().map(|&(c, _)| Some(c)).collect::<Vec<_>>());
+        assert!(confident_classes(&m, &patches, 1.01).unwrap().iter().all(Option::is_none));
+        // A threshold between the least and the most sure image keeps exactly those at or above it.
+        let mut sure: Vec<f32> = best.iter().map(|&(_, p)| p).collect();
+        sure.sort_by(f32::total_cmp);
+        let threshold = sure[3] as f64;
+        let some = confident_classes(&m, &patches, threshold).unwrap();
+        for (got, &(class, prob)) in some.iter().zip(&best) {
+            assert_eq!(*got, (prob as f64 >= threshold).then_some(class), "probability {prob}, threshold {threshold}");
+        }
+        assert_eq!(some.iter().filter(|g| g.is_some()).count(), 3);
     }
 
     fn cfg() -> ModelConfig {

@@ -402,6 +402,11 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         (None, Some(p)) => Some(checkpoint::read_meta(p).with_context(|| "reading the --init checkpoint")?),
         _ => None,
     };
+    if let (Some(m), Some(size)) = (&init_meta, config.image_size) {
+        if size != m.model.image_size {
+            bail!("the input size comes from the checkpoint it starts from ({} px): drop the image size setting ({size} px), or start from a model trained at {size} px", m.model.image_size);
+        }
+    }
     let class_names = project.class_names();
     if objective != Objective::Pretrain && class_names.is_empty() {
         bail!("the project has no classes: label some images first");
@@ -459,15 +464,22 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     }
     let val = Dataset::load(&project, Split::Val, need, cfg.image_size, &normalization);
     // The generative auxiliary loss reads every training image, labelled or not.
-    let all_train = if config.generative_aux > 0.0 && objective != Objective::Pretrain {
+    let pseudo_labels = config.pseudo_labels.filter(|_| objective == Objective::Classify);
+    let all_train = if (config.generative_aux > 0.0 && objective != Objective::Pretrain) || pseudo_labels.is_some() {
         let all = Dataset::load(&project, Split::Train, Need::Pixels, cfg.image_size, &normalization);
-        log::info!("generative auxiliary loss (weight {}) on {} training images, {} of them labelled", config.generative_aux, all.len(), train.len());
+        if config.generative_aux > 0.0 {
+            log::info!("generative auxiliary loss (weight {}) on {} training images, {} of them labelled", config.generative_aux, all.len(), train.len());
+        }
+        if let Some(t) = pseudo_labels {
+            log::info!("pseudo-labels at confidence {t} on {} training images, {} of them labelled", all.len(), train.len());
+        }
         Some(all)
     } else {
         None
     };
 
-    // Augmentation. With the generative loss on, the unlabelled images count too (`worker::images_learned_from`).
+    // Augmentation. With the generative loss or pseudo-labels on, the unlabelled images count too
+    // (`worker::images_learned_from`).
     let learned_from = all_train.as_ref().map_or(train.len(), |all| all.len());
     // Only sets small enough to mirror at all are checked. A resumed run without a recorded augmentation started
     // before the mirror check, without mirrors: it goes on so.
@@ -571,7 +583,11 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         total_steps = state.total_steps;
     }
     let count_limited = by_steps.is_some() || by_epochs.is_some();
-    let eval_every = if config.eval_every > 0 { config.eval_every } else { steps_per_epoch.max(total_steps / 10).max(1) };
+    // About ten evaluations per run, at most one per epoch, unless set by hand. A time-limited run's step count is
+    // refined from its speed below, and its evaluation interval with it: kept at the first guess (1000 steps), a
+    // 30-minute BCCD run evaluated every 100 of its 1630 steps, and decoding the val images took a third of its time.
+    let auto_eval_every = |total_steps: u64| steps_per_epoch.max(total_steps / 10).max(1);
+    let mut eval_every = if config.eval_every > 0 { config.eval_every } else { auto_eval_every(total_steps) };
     // Pixels to predict are left whole: no erasing or mixing for the generative loss.
     let generative_aug = Augment { erase: 0.0, cutmix: 0.0, ..aug };
     let generative_sampler = all_train.as_ref().map(|all| Sampler { n: all.len(), batch, seed: mix(config.seed, 0x6E6) });
@@ -585,6 +601,8 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     let mut paused_total = 0f64;
     let elapsed = |start: &Instant, paused: f64| elapsed_before + start.elapsed().as_secs_f64() - paused;
     let mut reason = "completed".to_string();
+    // Pseudo-labels given and images looked at since the last evaluation.
+    let mut pseudo_counts = (0usize, 0usize);
     while state.step < total_steps {
         // Commands.
         let mut stop = false;
@@ -635,6 +653,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         let mut grads = HashMap::new();
         let mut loss_sum = 0f32;
         let mut generative_sum = 0f32;
+        let mut pseudo_sum = 0f32;
         for micro in 0..accum as u64 {
             let k = state.step * accum as u64 + micro;
             let idx = sampler.batch_indices(k);
@@ -656,14 +675,37 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             }
             loss_sum += value;
             if let (Some(all), Some(sampler)) = (&all_train, &generative_sampler) {
-                let pixels = make_batch(all, &sampler.batch_indices(k), &generative_aug, mix(config.seed ^ 0x6E6, 2 * k), &device)?;
-                let generative = batch_loss(&model, &pixels, Objective::Pretrain, &opts, &mut rng)?;
-                let value = generative.to_scalar::<f32>()?;
-                if !value.is_finite() {
-                    bail!("the generative loss became {value} at step {}: training diverged; try a lower learning rate (now {lr:.2e}) or --generative-aux", state.step);
+                let unlabelled = sampler.batch_indices(k);
+                let pixels = make_batch(all, &unlabelled, &generative_aug, mix(config.seed ^ 0x6E6, 2 * k), &device)?;
+                if config.generative_aux > 0.0 {
+                    let generative = batch_loss(&model, &pixels, Objective::Pretrain, &opts, &mut rng)?;
+                    let value = generative.to_scalar::<f32>()?;
+                    if !value.is_finite() {
+                        bail!("the generative loss became {value} at step {}: training diverged; try a lower learning rate (now {lr:.2e}) or --generative-aux", state.step);
+                    }
+                    generative_sum += value;
+                    loss = (loss + (generative * config.generative_aux)?)?;
                 }
-                generative_sum += value;
-                loss = (loss + (generative * config.generative_aux)?)?;
+                if let Some(threshold) = pseudo_labels {
+                    // FixMatch: the lightly augmented view above (mirror, shift) gives the label; a strongly
+                    // augmented view of the same images (erasing as well) learns it.
+                    let guesses = objectives::confident_classes(&model, &patchify(&pixels.images, cfg.patch_size)?, threshold)?;
+                    let confident: Vec<(usize, u32)> = unlabelled.iter().zip(&guesses).filter_map(|(&i, g)| g.map(|c| (i, c))).collect();
+                    pseudo_counts.0 += confident.len();
+                    pseudo_counts.1 += unlabelled.len();
+                    if !confident.is_empty() {
+                        let strong_aug = Augment { erase: 1.0, cutmix: 0.0, ..aug };
+                        let indices: Vec<usize> = confident.iter().map(|&(i, _)| i).collect();
+                        let strong = make_batch(all, &indices, &strong_aug, mix(config.seed ^ 0x95E, 2 * k), &device)?;
+                        let labels = Tensor::new(confident.iter().map(|&(_, c)| c).collect::<Vec<u32>>(), &device)?;
+                        let learned = objectives::classify_loss_with_aux(&model, &patchify(&strong.images, cfg.patch_size)?, &labels, 0.0, config.class_aux)?;
+                        // Averaged over the whole batch, as FixMatch does: few confident images, a small loss.
+                        let share = confident.len() as f64 / unlabelled.len() as f64;
+                        let learned = (learned * share)?;
+                        pseudo_sum += learned.to_scalar::<f32>()?;
+                        loss = (loss + learned)?;
+                    }
+                }
             }
             accumulate(&mut grads, collect_grads(&loss.backward()?, &vars))?;
         }
@@ -691,6 +733,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             if [5, 20, 60, 150, 400].contains(&done) || (done >= 500 && done % 250 == 0) {
                 let per_step = (t - elapsed_before) / (state.step - start_step) as f64 * 1.03;
                 total_steps = (state.step + ((budget - t).max(0.0) / per_step) as u64).max(state.step + 1);
+                if config.eval_every == 0 {
+                    eval_every = auto_eval_every(total_steps);
+                }
             }
         }
         state.total_steps = total_steps;
@@ -700,9 +745,15 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             step: state.step,
             total_steps,
             epoch: state.step as f32 / steps_per_epoch as f32,
-            losses: match all_train {
-                Some(_) => vec![(objective_name(objective).to_string(), loss), ("generative".to_string(), generative_sum / accum as f32)],
-                None => vec![(objective_name(objective).to_string(), loss)],
+            losses: {
+                let mut losses = vec![(objective_name(objective).to_string(), loss)];
+                if all_train.is_some() && config.generative_aux > 0.0 {
+                    losses.push(("generative".to_string(), generative_sum / accum as f32));
+                }
+                if pseudo_labels.is_some() {
+                    losses.push(("pseudo-labels".to_string(), pseudo_sum / accum as f32));
+                }
+                losses
             },
             lr,
             images_per_sec: (batch * accum) as f32 / step_time as f32,
@@ -717,6 +768,10 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                 Some(e) => e.shadow.clone(),
                 None => var_tensors(&vars),
             };
+            if pseudo_counts.1 > 0 {
+                log::info!("pseudo-labels: {:.1} % of {} images confident since the last evaluation", 100.0 * pseudo_counts.0 as f64 / pseudo_counts.1 as f64, pseudo_counts.1);
+                pseudo_counts = (0, 0);
+            }
             let eval_model = inference_model(&cfg, &weights, &device)?;
             let (val_losses, metric_name, metric, samples) = evaluate(&eval_model, &val, objective, &val_loss_options, config.seed, &device)?;
             let shown = if objective == Objective::Pretrain { -metric } else { metric };
@@ -848,8 +903,8 @@ mod tests {
         assert_eq!(default_generative_aux(Objective::Classify, false, 1000, 7977), 0.0, "from scratch: measured only fine-tuning");
         assert_eq!(default_generative_aux(Objective::Detect, true, 100, 1000), 0.0, "detection: not measured");
         use crate::train::worker::images_learned_from;
-        assert_eq!(images_learned_from(1000, 7977, 1.0), 8977, "with the generative loss every image teaches");
-        assert_eq!(images_learned_from(1000, 7977, 0.0), 1000);
+        assert_eq!(images_learned_from(1000, 7977, true), 8977, "with the generative loss or pseudo-labels every image teaches");
+        assert_eq!(images_learned_from(1000, 7977, false), 1000);
     }
 
     #[test]

@@ -95,6 +95,11 @@ pub struct TrainConfig {
     /// pretraining objective keeps teaching the backbone from the images the labels do not cover.
     #[serde(default)]
     pub generative_aux: f64,
+    /// Classification only: FixMatch-style pseudo-labels on every training image, labelled or not. Each step the
+    /// model labels a lightly augmented view (mirror, shift) of a batch of training images; where it is at least
+    /// this sure, a strongly augmented view (erasing as well) learns that label. `None` = off.
+    #[serde(default)]
+    pub pseudo_labels: Option<f64>,
     /// Layer-wise learning-rate decay (see [`crate::train::optim::layer_lr_scale`]); `None` = 1, the same rate
     /// everywhere.
     #[serde(default)]
@@ -279,10 +284,11 @@ pub fn default_generative_aux(objective: Objective, fine_tuning: bool, labelled:
 
 /// How many training images a fine-tuning run's data-sized defaults ([`TrainConfig::data_defaults`],
 /// [`crate::train::run::default_augment`]) count: the labelled ones, plus the unlabelled ones when the generative
-/// loss learns from them too. A pretrained classifier fine-tuned on 1000 CIFAR-10 labels among 8977 images with
-/// it gains most from the large-set recipe (batches of 64, erasing, the patch-level class loss).
-pub fn images_learned_from(labelled: usize, unlabelled: usize, generative_aux: f64) -> usize {
-    if generative_aux > 0.0 {
+/// loss or pseudo-labels learn from them too (`uses_unlabelled`). A pretrained classifier fine-tuned on 1000
+/// CIFAR-10 labels among 8977 images with the generative loss gains most from the large-set recipe (batches of 64,
+/// erasing, the patch-level class loss).
+pub fn images_learned_from(labelled: usize, unlabelled: usize, uses_unlabelled: bool) -> usize {
+    if uses_unlabelled {
         labelled + unlabelled
     } else {
         labelled
@@ -324,6 +330,7 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             class_aux: 0.0,
             generative_aux: 0.0,
+            pseudo_labels: None,
             layer_decay: None,
             model: ModelOverrides::default(),
         }

@@ -1568,7 +1568,7 @@ impl AppState {
     /// when fine-tuning's generative loss learns from them ([`images_learned_from`]; 0 without a project).
     pub fn train_image_count(&self) -> usize {
         let (labelled, unlabelled) = self.labelled_and_unlabelled();
-        images_learned_from(labelled, unlabelled, self.fine_tuning_generative_aux())
+        images_learned_from(labelled, unlabelled, self.fine_tuning_generative_aux() > 0.0)
     }
 
     /// Training images with and without a label for the open project's task ((0, 0) without a project).
