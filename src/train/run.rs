@@ -463,7 +463,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         bail!("no usable {} training images in the train split ({} skipped)", objective_name(objective), train.skipped.len());
     }
     let val = Dataset::load(&project, Split::Val, need, cfg.image_size, &normalization);
-    // The generative auxiliary loss reads every training image, labelled or not.
+    // The generative auxiliary loss and pseudo-labels read every training image, labelled or not.
     let pseudo_labels = config.pseudo_labels.filter(|_| objective == Objective::Classify);
     let all_train = if (config.generative_aux > 0.0 && objective != Objective::Pretrain) || pseudo_labels.is_some() {
         let all = Dataset::load(&project, Split::Train, Need::Pixels, cfg.image_size, &normalization);
@@ -675,8 +675,8 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             }
             loss_sum += value;
             if let (Some(all), Some(sampler)) = (&all_train, &generative_sampler) {
-                let unlabelled = sampler.batch_indices(k);
-                let pixels = make_batch(all, &unlabelled, &generative_aug, mix(config.seed ^ 0x6E6, 2 * k), &device)?;
+                let any_images = sampler.batch_indices(k);
+                let pixels = make_batch(all, &any_images, &generative_aug, mix(config.seed ^ 0x6E6, 2 * k), &device)?;
                 if config.generative_aux > 0.0 {
                     let generative = batch_loss(&model, &pixels, Objective::Pretrain, &opts, &mut rng)?;
                     let value = generative.to_scalar::<f32>()?;
@@ -690,9 +690,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                     // FixMatch: the lightly augmented view above (mirror, shift) gives the label; a strongly
                     // augmented view of the same images (erasing as well) learns it.
                     let guesses = objectives::confident_classes(&model, &patchify(&pixels.images, cfg.patch_size)?, threshold)?;
-                    let confident: Vec<(usize, u32)> = unlabelled.iter().zip(&guesses).filter_map(|(&i, g)| g.map(|c| (i, c))).collect();
+                    let confident: Vec<(usize, u32)> = any_images.iter().zip(&guesses).filter_map(|(&i, g)| g.map(|c| (i, c))).collect();
                     pseudo_counts.0 += confident.len();
-                    pseudo_counts.1 += unlabelled.len();
+                    pseudo_counts.1 += any_images.len();
                     if !confident.is_empty() {
                         let strong_aug = Augment { erase: 1.0, cutmix: 0.0, ..aug };
                         let indices: Vec<usize> = confident.iter().map(|&(i, _)| i).collect();
@@ -700,7 +700,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                         let labels = Tensor::new(confident.iter().map(|&(_, c)| c).collect::<Vec<u32>>(), &device)?;
                         let learned = objectives::classify_loss_with_aux(&model, &patchify(&strong.images, cfg.patch_size)?, &labels, 0.0, config.class_aux)?;
                         // Averaged over the whole batch, as FixMatch does: few confident images, a small loss.
-                        let share = confident.len() as f64 / unlabelled.len() as f64;
+                        let share = confident.len() as f64 / any_images.len() as f64;
                         let learned = (learned * share)?;
                         pseudo_sum += learned.to_scalar::<f32>()?;
                         loss = (loss + learned)?;
