@@ -194,35 +194,50 @@ fn bad_checkpoints_give_clear_errors() {
     assert!(err.contains("corrupt"), "{err}");
 }
 
-#[test]
-fn the_generative_aux_loss_learns_from_unlabelled_images_while_fine_tuning() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut project = demo(&dir.path().join("data"));
-    // Few labels, many images: every training image past the first 12 loses its label.
+/// The demo project with few labels among many images: every training image past the first 12 loses its label.
+fn demo_with_few_labels(dir: &Path) -> Project {
+    let mut project = demo(dir);
     let train = project.indices_in(tessera::data::project::Split::Train);
     for &i in &train[12..] {
         project.images[i].class = None;
         project.images[i].boxes.clear();
         project.images[i].labeled = false;
     }
+    project
+}
+
+/// Every step's reported losses (name, value) of a run to its end.
+fn loss_curves(project: Project, config: TrainConfig) -> Vec<Vec<(String, f32)>> {
+    let handle = start_training(project, config);
+    let mut curves = vec![];
+    loop {
+        match handle.events.recv_timeout(Duration::from_secs(300)).expect("no event from the worker") {
+            Event::Step(s) => curves.push(s.losses.clone()),
+            Event::Finished { .. } => break,
+            Event::Error { message } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    curves
+}
+
+/// One named loss along a run's curves.
+fn named_loss(curves: &[Vec<(String, f32)>], name: &str) -> Vec<f32> {
+    curves.iter().map(|l| l.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("the {name} loss is reported")).1).collect()
+}
+
+#[test]
+fn the_generative_aux_loss_learns_from_unlabelled_images_while_fine_tuning() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = demo_with_few_labels(&dir.path().join("data"));
     let steps = 30;
     let curves = |weight: f64| {
         let out = dir.path().join(format!("gen{weight}.ckpt"));
-        let handle = start_training(project.clone(), TrainConfig { generative_aux: weight, ..config(Objective::Classify, &out, steps) });
-        let mut curves: Vec<Vec<(String, f32)>> = vec![];
-        loop {
-            match handle.events.recv_timeout(Duration::from_secs(300)).expect("no event from the worker") {
-                Event::Step(s) => curves.push(s.losses.clone()),
-                Event::Finished { .. } => break,
-                Event::Error { message } => panic!("{message}"),
-                _ => {}
-            }
-        }
-        curves
+        loss_curves(project.clone(), TrainConfig { generative_aux: weight, ..config(Objective::Classify, &out, steps) })
     };
     let with = curves(1.0);
     assert_eq!(with.len(), steps as usize);
-    let generative: Vec<f32> = with.iter().map(|l| l.iter().find(|(name, _)| name == "generative").expect("the generative loss is reported").1).collect();
+    let generative = named_loss(&with, "generative");
     assert!(generative.iter().all(|v| v.is_finite()));
     let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
     assert!(mean(&generative[25..]) < 0.9 * mean(&generative[..5]), "the pixel loss learns: {generative:?}");
@@ -280,34 +295,17 @@ fn classifiers_mirror_by_default_only_images_whose_classes_survive_a_mirror() {
 #[test]
 fn pseudo_labels_teach_from_the_images_the_model_is_sure_of() {
     let dir = tempfile::tempdir().unwrap();
-    let mut project = demo(&dir.path().join("data"));
-    let train = project.indices_in(tessera::data::project::Split::Train);
-    for &i in &train[12..] {
-        project.images[i].class = None;
-        project.images[i].boxes.clear();
-        project.images[i].labeled = false;
-    }
+    let project = demo_with_few_labels(&dir.path().join("data"));
     let steps = 12;
     let curves = |threshold: Option<f64>| {
         let out = dir.path().join(format!("pseudo{threshold:?}.ckpt"));
         // Augmentation by hand: the default one counts the unlabelled images once pseudo-labels are on.
         let augment = Some(tessera::train::data::Augment { hflip: true, ..tessera::train::data::Augment::none() });
-        let handle = start_training(project.clone(), TrainConfig { pseudo_labels: threshold, augment, ..config(Objective::Classify, &out, steps) });
-        let mut curves: Vec<Vec<(String, f32)>> = vec![];
-        loop {
-            match handle.events.recv_timeout(Duration::from_secs(300)).expect("no event from the worker") {
-                Event::Step(s) => curves.push(s.losses.clone()),
-                Event::Finished { .. } => break,
-                Event::Error { message } => panic!("{message}"),
-                _ => {}
-            }
-        }
+        let curves = loss_curves(project.clone(), TrainConfig { pseudo_labels: threshold, augment, ..config(Objective::Classify, &out, steps) });
         assert_eq!(curves.len(), steps as usize);
         curves
     };
-    let pseudo = |curve: &[Vec<(String, f32)>]| -> Vec<f32> {
-        curve.iter().map(|l| l.iter().find(|(name, _)| name == "pseudo-labels").expect("the pseudo-label loss is reported").1).collect()
-    };
+    let pseudo = |curve: &[Vec<(String, f32)>]| named_loss(curve, "pseudo-labels");
     let off = curves(None);
     assert!(off.iter().all(|l| l.len() == 1), "no pseudo-label loss when they are off");
     // Never sure enough: nothing is learned from the unlabelled images, and the labelled ones train exactly as without.
