@@ -603,7 +603,7 @@ fn fake_worker(dir: &Path) -> tessera::train::TrainHandle {
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<Event>();
     let ckpt = dir.join("ckpt");
     let thread = std::thread::spawn(move || {
-        let _ = ev_tx.send(Event::Started { total_steps: 1000, device: "CPU".into(), parameters: 1_234_567, augment: tessera::train::data::Augment::none(), mirror_asymmetry: None });
+        let _ = ev_tx.send(Event::Started { total_steps: 1000, device: "CPU".into(), parameters: 1_234_567, image_size: 64, augment: tessera::train::data::Augment::none(), mirror_asymmetry: None });
         let mut step = 0u64;
         loop {
             match cmd_rx.try_recv() {
@@ -637,7 +637,7 @@ fn live_training_events_fill_the_charts_and_stop_cleanly() {
     h.state_mut().state.attach_run("run-1".into(), handle, env.root.join("run"), vec![], tessera::train::Objective::Detect);
     run_until(&mut h, "loss points", 20, |a| a.state.runs[0].steps.len() >= 40 && !a.state.runs[0].evals.is_empty());
     assert!(h.state().state.is_training());
-    assert!(h.query_by_label_contains("1.23 M parameters").is_some(), "the run's size is shown");
+    assert!(h.query_by_label_contains("1.23 M parameters · 64 px").is_some(), "the run's size and input size are shown");
     // Pause/Stop are offered while it runs; Stop ends it and the run is kept with its history.
     h.get_by_label_contains("Stop").click();
     run_until(&mut h, "the run to stop", 20, |a| !a.state.is_training());

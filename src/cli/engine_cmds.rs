@@ -110,7 +110,8 @@ pub struct RunArgs {
     /// (default: the preset's, none).
     #[arg(long, value_name = "N")]
     pub pixel_head_blocks: Option<usize>,
-    /// Square model input size in pixels (default: from the data and the preset).
+    /// Square model input size in pixels (default: the images' typical side, at most the preset's; detection
+    /// and pretraining on boxes go up to twice that, so the small objects span 12 pixels).
     #[arg(long)]
     pub image_size: Option<usize>,
     /// Accumulate gradients over this many batches per step.
@@ -314,9 +315,10 @@ fn drive(project: Project, config: TrainConfig, json_out: bool) -> anyhow::Resul
     let mut result = Ok(());
     for ev in handle.events.iter() {
         match ev {
-            Event::Started { total_steps, device, parameters, augment, mirror_asymmetry } => {
+            Event::Started { total_steps, device, parameters, image_size, augment, mirror_asymmetry } => {
                 bar.set_length(total_steps);
-                say(&bar, format!("training on {device}, {:.2}M parameters; augmentation: {}", parameters as f64 / 1e6, augment.describe()));
+                let (millions, augmentation) = (parameters as f64 / 1e6, augment.describe());
+                say(&bar, format!("training on {device}, {millions:.2}M parameters, {image_size} px input; augmentation: {augmentation}"));
                 if let Some(a) = mirror_asymmetry {
                     say(&bar, format!("images {}; --augment chooses by hand", describe_mirror_check(a)));
                     summary["mirror_asymmetry"] = json!(a);
@@ -324,6 +326,7 @@ fn drive(project: Project, config: TrainConfig, json_out: bool) -> anyhow::Resul
                 summary["augment"] = json!(augment);
                 summary["device"] = json!(device);
                 summary["parameters"] = json!(parameters);
+                summary["image_size"] = json!(image_size);
             }
             Event::Step(s) => {
                 bar.set_length(s.total_steps);

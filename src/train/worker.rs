@@ -389,8 +389,16 @@ pub struct SamplePrediction {
 pub enum Event {
     /// `augment`: the augmentation this stage trains with (the task's default unless the config set one).
     /// `mirror_asymmetry`: where the default decided whether a classifier mirrors its images, the measure it went by
-    /// ([`crate::train::run::describe_mirror_check`] says it in words).
-    Started { total_steps: u64, device: String, parameters: usize, augment: crate::train::data::Augment, mirror_asymmetry: Option<f64> },
+    /// ([`crate::train::run::describe_mirror_check`] says it in words). `image_size`: the model's input side in
+    /// pixels (chosen from the data unless the config set one).
+    Started {
+        total_steps: u64,
+        device: String,
+        parameters: usize,
+        image_size: usize,
+        augment: crate::train::data::Augment,
+        mirror_asymmetry: Option<f64>,
+    },
     Step(StepStats),
     Eval(EvalStats),
     Samples(Vec<SamplePrediction>),

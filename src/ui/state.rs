@@ -349,6 +349,8 @@ pub struct TrainingRun {
     pub checkpoint: Option<PathBuf>,
     pub device: String,
     pub parameters: usize,
+    /// The running stage's input side in pixels.
+    pub image_size: usize,
     /// The running stage's augmentation, in words.
     pub augmentation: String,
     pub total_steps: u64,
@@ -384,6 +386,7 @@ impl TrainingRun {
             checkpoint: r.checkpoint,
             device: String::new(),
             parameters: 0,
+            image_size: 0,
             augmentation: String::new(),
             total_steps: total,
             pending_stages: Vec::new(),
@@ -717,7 +720,7 @@ impl AppState {
             for _ in 0..5000 {
                 let Ok(ev) = handle.events.try_recv() else { break };
                 match ev {
-                    Event::Started { total_steps, device, parameters, augment, mirror_asymmetry } => {
+                    Event::Started { total_steps, device, parameters, image_size, augment, mirror_asymmetry } => {
                         run.augmentation = augment.describe();
                         if let Some(a) = mirror_asymmetry {
                             run.augmentation += &format!("; images {}", crate::train::run::describe_mirror_check(a));
@@ -727,6 +730,7 @@ impl AppState {
                             + run.pending_stages.len() as u64 * total_steps.max(1);
                         run.device = device;
                         run.parameters = parameters;
+                        run.image_size = image_size;
                         run.status = RunStatus::Running;
                     }
                     Event::Step(mut s) => {
@@ -1614,6 +1618,7 @@ impl AppState {
             checkpoint: None,
             device: String::new(),
             parameters: 0,
+            image_size: 0,
             augmentation: String::new(),
             total_steps: 0,
             pending_stages: later_stages,

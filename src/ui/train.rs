@@ -87,7 +87,8 @@ impl TrainPanel {
                 ui.label("Image size");
                 let shown = t.image_size.map(|s| format!("{s} px")).unwrap_or_else(|| "automatic".into());
                 egui::ComboBox::from_id_salt("image_size").selected_text(shown).show_ui(ui, |ui| {
-                    ui.selectable_value(&mut t.image_size, None, "automatic (from the images)");
+                    ui.selectable_value(&mut t.image_size, None, "automatic (from the images)")
+                        .on_hover_text("The images' typical side, at most the preset's. Detection goes up to twice that so small objects stay visible.");
                     for s in [32, 48, 64, 96, 128, 160, 224] {
                         ui.selectable_value(&mut t.image_size, Some(s), format!("{s} px"));
                     }
@@ -287,7 +288,8 @@ impl TrainPanel {
                     theme::badge(ui, &format!("{} · {}", run.name, run.status.label()), color);
                     if run.parameters > 0 {
                         // The augmentation goes in the tooltip: this row has no room for it beside the buttons.
-                        ui.label(RichText::new(format!("{:.2} M parameters · {}", run.parameters as f64 / 1e6, run.device)).color(ui.visuals().weak_text_color()))
+                        let shape = format!("{:.2} M parameters · {} px · {}", run.parameters as f64 / 1e6, run.image_size, run.device);
+                        ui.label(RichText::new(shape).color(ui.visuals().weak_text_color()))
                             .on_hover_text(format!("Augmentation: {}", run.augmentation));
                     }
                 }
@@ -479,7 +481,7 @@ fn augment_ui(ui: &mut egui::Ui, t: &mut TrainSettings, task: Task, train_images
     }
     let weak = ui.visuals().weak_text_color();
     let Some(a) = &mut t.augment else {
-        let checks_mirror = task == Task::Classify && train_images < crate::train::run::CLASSIFY_SHIFT_BELOW;
+        let checks_mirror = task == Task::Classify && train_images < crate::train::run::CLASSIFY_AUGMENT_BELOW;
         let mirror = if checks_mirror { " Mirrored too if the classes look alike in a mirror (checked when training starts)." } else { "" };
         ui.label(RichText::new(format!("For this project: {}.{mirror}", automatic.describe())).small().color(weak));
         return;
