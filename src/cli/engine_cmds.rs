@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// the one above it, so pretrained low layers change little).
     #[arg(long, value_name = "D")]
     pub layer_decay: Option<f64>,
+    /// With --init: the last K transformer blocks start from a fresh init instead of the checkpoint's weights
+    /// (the top of a generatively pretrained trunk predicts pixels; this tests whether that hurts a classifier).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub reinit_blocks: usize,
     /// Model shape on top of the preset (a new model only): width.
     #[arg(long)]
     pub dim: Option<usize>,
@@ -273,6 +277,7 @@ fn train_config(objective: Objective, a: &RunArgs, train_images: usize, init: Op
         generative_aux: a.generative_aux.unwrap_or(0.0),
         pseudo_labels: a.pseudo_labels,
         layer_decay: a.layer_decay,
+        reinit_blocks: a.reinit_blocks,
         model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks },
         grad_accum: a.grad_accum,
         ema: a.ema,

@@ -58,6 +58,13 @@ pub fn build_model(
     Ok((model, store.vars, store.fresh))
 }
 
+/// Removes the weights of the last `k` of `n_layers` transformer blocks, so that [`build_model`] gives them a fresh
+/// init (`--reinit-blocks`).
+pub fn drop_top_blocks(weights: &mut HashMap<String, Tensor>, n_layers: usize, k: usize) {
+    let top: Vec<String> = (n_layers.saturating_sub(k)..n_layers).map(|i| format!("blocks.{i}.")).collect();
+    weights.retain(|name, _| !top.iter().any(|prefix| name.starts_with(prefix)));
+}
+
 /// An inference copy (plain tensors, fused kernels) of the current weights.
 fn inference_model(cfg: &ModelConfig, weights: &[(String, Tensor)], device: &Device) -> anyhow::Result<Transformer> {
     let map: HashMap<String, Tensor> = weights.iter().map(|(n, t)| (n.clone(), t.detach())).collect();
@@ -563,7 +570,11 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         (model, vars, opt, ema, st)
     } else {
         let init_weights = match &config.init {
-            Some(p) => Some(checkpoint::read_model_weights(p, config.init_weights, &device)?),
+            Some(p) => {
+                let mut weights = checkpoint::read_model_weights(p, config.init_weights, &device)?;
+                drop_top_blocks(&mut weights, cfg.n_layers, config.reinit_blocks);
+                Some(weights)
+            }
             None => None,
         };
         let (model, vars, fresh) = build_model(&cfg, init_weights.as_ref(), true, config.seed, &device)?;
@@ -910,6 +921,19 @@ mod tests {
         assert_eq!(auto_image_size(&project_of_side(28), &tiny, Objective::Pretrain), 28);
         let c = tiny.with_image_size(28);
         assert_eq!((c.image_size, c.patch_size, c.n_patches()), (28, 4, 49));
+    }
+
+    #[test]
+    fn reinit_blocks_starts_only_the_top_blocks_afresh() {
+        let cfg = ModelConfig::preset("tiny").unwrap();
+        let (_, vars, _) = build_model(&cfg, None, true, 1, &Device::Cpu).unwrap();
+        let mut weights: HashMap<String, Tensor> = var_tensors(&vars).into_iter().collect();
+        drop_top_blocks(&mut weights, cfg.n_layers, 1);
+        let (_, _, fresh) = build_model(&cfg, Some(&weights), true, 2, &Device::Cpu).unwrap();
+        let top = format!("blocks.{}.", cfg.n_layers - 1);
+        assert!(fresh.iter().all(|name| name.starts_with(&top)), "{fresh:?}");
+        assert_eq!(fresh.len(), vars.iter().filter(|(name, _)| name.starts_with(&top)).count());
+        assert!(!fresh.is_empty());
     }
 
     #[test]
