@@ -524,6 +524,11 @@ impl Transformer {
 
 /// Parameters used only by training losses (the dense detection head): prediction works without them, so a
 /// checkpoint from before they existed still loads for inference.
+/// The transformer block a parameter belongs to (`blocks.{i}.…` → `i`); `None` for every other parameter.
+pub fn block_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blocks.")?.split('.').next()?.parse().ok()
+}
+
 pub fn is_training_only(name: &str) -> bool {
     name.starts_with("dense_head.")
 }

@@ -22,8 +22,7 @@ pub struct AdamW {
 /// `decay` times the one above it, the patch embedding and positions `decay^(layers + 1)`. Pretrained low layers
 /// then move little while the new task token, class tokens and heads learn at the full rate.
 pub fn layer_lr_scale(name: &str, n_layers: usize, decay: f64) -> f64 {
-    if let Some(rest) = name.strip_prefix("blocks.") {
-        let layer: usize = rest.split('.').next().and_then(|i| i.parse().ok()).unwrap_or(n_layers);
+    if let Some(layer) = crate::model::transformer::block_of(name) {
         return decay.powi((n_layers - layer.min(n_layers)) as i32);
     }
     if name.starts_with("patch_embed") || name == "patch_pos" {

@@ -61,8 +61,7 @@ pub fn build_model(
 /// Removes the weights of the last `k` of `n_layers` transformer blocks, so that [`build_model`] gives them a fresh
 /// init (`--reinit-blocks`).
 pub fn drop_top_blocks(weights: &mut HashMap<String, Tensor>, n_layers: usize, k: usize) {
-    let top: Vec<String> = (n_layers.saturating_sub(k)..n_layers).map(|i| format!("blocks.{i}.")).collect();
-    weights.retain(|name, _| !top.iter().any(|prefix| name.starts_with(prefix)));
+    weights.retain(|name, _| !crate::model::transformer::block_of(name).is_some_and(|i| i + k >= n_layers));
 }
 
 /// An inference copy (plain tensors, fused kernels) of the current weights.
@@ -113,7 +112,8 @@ pub fn auto_image_size(project: &Project, preset: &ModelConfig, objective: Objec
 
 /// Pixels the shorter side of a small object (the 10th percentile of the training boxes) should span at the
 /// model's input: one and a half 8-px patches. BCCD's platelets (10th percentile 0.105 of the image's long side)
-/// span 7 px at the tiny preset's 64 px and 12 px at 112 px, the size its best runs used (README, Quality).
+/// span 7 px at the tiny preset's 64 px and 12 px at 112 px, the size its best runs used (README, Quality). Too
+/// little for playing cards, whose classes differ in small rank marks: 72 px there scored below 96 (session 24).
 pub const SMALL_OBJECT_PIXELS: f32 = 12.0;
 
 /// The input size at which the small training boxes span [`SMALL_OBJECT_PIXELS`], at most twice the preset's
