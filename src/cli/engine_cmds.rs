@@ -114,6 +114,10 @@ pub struct RunArgs {
     /// (default: the preset's, none).
     #[arg(long, value_name = "N")]
     pub pixel_head_blocks: Option<usize>,
+    /// Model shape: what generative pretraining predicts for the next patch: pixels (AIM), pooled (2×2 averages)
+    /// or blurred (a Gaussian of 1 px); each per-patch normalised (default: pixels).
+    #[arg(long, value_name = "TARGET")]
+    pub pretrain_target: Option<crate::model::config::PretrainTarget>,
     /// Square model input size in pixels (default: the images' typical side, at most the preset's; detection
     /// and pretraining on boxes go up to twice that, so the small objects span 12 pixels).
     #[arg(long)]
@@ -278,7 +282,7 @@ fn train_config(objective: Objective, a: &RunArgs, train_images: usize, init: Op
         pseudo_labels: a.pseudo_labels,
         layer_decay: a.layer_decay,
         reinit_blocks: a.reinit_blocks,
-        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks },
+        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks, pretrain_target: a.pretrain_target },
         grad_accum: a.grad_accum,
         ema: a.ema,
         early_stop_patience: a.patience,

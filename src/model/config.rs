@@ -13,6 +13,33 @@ pub enum Positions {
     SinCos,
 }
 
+/// What generative pretraining predicts for the next patch (see `objectives::pretrain_targets`). Each is
+/// per-patch normalised (AIM). The two smoothed targets ask the trunk for a patch's layout and colour rather than
+/// its exact texture, which a small model cannot predict anyway (PixMIM's low-pass finding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PretrainTarget {
+    /// The patch's pixels.
+    #[default]
+    Pixels,
+    /// The patch's pixels averaged over 2×2 blocks: half the resolution, a quarter of the values.
+    Pooled,
+    /// The patch's pixels after a Gaussian blur (σ = 1 px) of the whole image: full resolution, no fine texture.
+    Blurred,
+}
+
+impl std::str::FromStr for PretrainTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pixels" => Ok(PretrainTarget::Pixels),
+            "pooled" => Ok(PretrainTarget::Pooled),
+            "blurred" => Ok(PretrainTarget::Blurred),
+            other => Err(format!("unknown pretraining target '{other}' (expected pixels, pooled or blurred)")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// Preset this config came from (informational).
@@ -55,6 +82,9 @@ pub struct ModelConfig {
     /// 0: one linear layer (also what checkpoints from before it existed load as).
     #[serde(default)]
     pub pixel_head_blocks: usize,
+    /// What the pixel head predicts; pixels for checkpoints from before the choice existed.
+    #[serde(default)]
+    pub pretrain_target: PretrainTarget,
 }
 
 impl ModelConfig {
@@ -80,6 +110,7 @@ impl ModelConfig {
             local_mixing_full: false,
             stem_channels: 0,
             pixel_head_blocks: 0,
+            pretrain_target: PretrainTarget::Pixels,
         };
         match name {
             // Trains usefully in minutes on 2 CPU cores at 32–128 px.
@@ -126,6 +157,13 @@ impl ModelConfig {
     pub fn patch_dim(&self) -> usize {
         self.patch_size * self.patch_size * self.channels
     }
+    /// Values the pixel head predicts per patch (see [`PretrainTarget`]).
+    pub fn pixel_target_dim(&self) -> usize {
+        match self.pretrain_target {
+            PretrainTarget::Pooled => self.patch_dim() / 4,
+            PretrainTarget::Pixels | PretrainTarget::Blurred => self.patch_dim(),
+        }
+    }
     pub fn head_dim(&self) -> usize {
         self.dim / self.n_heads
     }
@@ -146,6 +184,9 @@ impl ModelConfig {
         }
         if self.n_layers == 0 || self.mlp_ratio == 0 || self.n_bins < 2 || self.max_objects == 0 {
             return Err("n_layers, mlp_ratio, n_bins and max_objects must be positive".into());
+        }
+        if self.pretrain_target == PretrainTarget::Pooled && self.patch_size % 2 != 0 {
+            return Err(format!("the pooled pretraining target needs an even patch size, not {}", self.patch_size));
         }
         Ok(())
     }
@@ -170,5 +211,19 @@ mod tests {
         let c = ModelConfig::preset("tiny").unwrap().with_image_size(100);
         assert_eq!(c.image_size % c.patch_size, 0);
         c.validate().unwrap();
+    }
+
+    /// Checkpoints from before the choice of pretraining target load as pixels; an odd patch cannot be pooled.
+    #[test]
+    fn pretraining_target_defaults_to_pixels_and_pooling_needs_even_patches() {
+        let c = ModelConfig::preset("tiny").unwrap();
+        let mut json = serde_json::to_value(&c).unwrap();
+        json.as_object_mut().unwrap().remove("pretrain_target");
+        let old: ModelConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.pretrain_target, PretrainTarget::Pixels);
+        assert_eq!("blurred".parse::<PretrainTarget>(), Ok(PretrainTarget::Blurred));
+        assert!("hog".parse::<PretrainTarget>().unwrap_err().contains("pooled"));
+        let odd = ModelConfig { image_size: 30, patch_size: 3, pretrain_target: PretrainTarget::Pooled, ..c };
+        assert!(odd.validate().unwrap_err().contains("even patch size"));
     }
 }

@@ -9,9 +9,9 @@ use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, D};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, PretrainTarget};
 use crate::data::project::BBox;
-use super::transformer::{prefix_len, sincos_1d, KvCache, Transformer};
+use super::transformer::{patchify, prefix_len, sincos_1d, unpatchify, KvCache, Transformer};
 use super::vocab::{self, Vocab};
 
 /// Per-patch normalisation of the pretraining targets (AIM): each patch to zero mean, unit variance.
@@ -22,6 +22,45 @@ pub fn normalize_patches(patches: &Tensor) -> Result<Tensor> {
     centered.broadcast_div(&std)
 }
 
+/// What the pixel head learns to predict for each of the patches `[B, N, patch_dim]`: `[B, N, cfg.pixel_target_dim()]`,
+/// per-patch normalised (see [`PretrainTarget`]).
+pub fn pretrain_targets(cfg: &ModelConfig, patches: &Tensor) -> Result<Tensor> {
+    let (b, n, _) = patches.dims3()?;
+    let (ps, c) = (cfg.patch_size, cfg.channels);
+    let target = match cfg.pretrain_target {
+        PretrainTarget::Pixels => patches.clone(),
+        PretrainTarget::Pooled => {
+            // A patch's values run [row, column, channel]; split each row and column into (block, offset in block).
+            let half = ps / 2;
+            patches
+                .reshape(vec![b * n * half, 2, half, 2, c])?
+                .sum_keepdim(3)?
+                .sum_keepdim(1)?
+                .affine(0.25, 0.0)?
+                .reshape((b, n, half * half * c))?
+        }
+        PretrainTarget::Blurred => {
+            let images = unpatchify(patches, ps, c, cfg.grid())?;
+            patchify(&gaussian_blur(&images, 1.0)?, ps)?
+        }
+    };
+    normalize_patches(&target)
+}
+
+/// Each channel of `images` `[B, C, H, W]` blurred with a Gaussian of `sigma` pixels (taps to 2σ). Near the border
+/// the weights are renormalised over the pixels inside the image, so edges keep their brightness.
+pub fn gaussian_blur(images: &Tensor, sigma: f64) -> Result<Tensor> {
+    let (_, c, h, w) = images.dims4()?;
+    let radius = (2.0 * sigma).ceil() as usize;
+    let taps: Vec<f32> = (0..2 * radius + 1).map(|i| (-((i as f64 - radius as f64).powi(2)) / (2.0 * sigma * sigma)).exp() as f32).collect();
+    let kernel2d: Vec<f32> = taps.iter().flat_map(|a| taps.iter().map(move |b| a * b)).collect();
+    let k = 2 * radius + 1;
+    let kernel = Tensor::from_vec(kernel2d.clone(), (1, 1, k, k), images.device())?;
+    let weight_sum = Tensor::ones((1, 1, h, w), DType::F32, images.device())?.conv2d(&kernel, radius, 1, 1, 1)?;
+    let per_channel = kernel.repeat((c, 1, 1, 1))?;
+    images.conv2d(&per_channel, radius, 1, 1, c)?.broadcast_div(&weight_sum)
+}
+
 /// Generative pretraining loss on patches `[B, N, patch_dim]` with a bidirectional prefix of `prefix` patches
 /// (1 ≤ prefix < N): positions prefix-1 .. N-2 predict patches prefix .. N-1.
 pub fn pretrain_loss(model: &Transformer, patches: &Tensor, prefix: usize) -> Result<Tensor> {
@@ -30,7 +69,7 @@ pub fn pretrain_loss(model: &Transformer, patches: &Tensor, prefix: usize) -> Re
     let mask = prefix_len(n, prefix, patches.device())?;
     let h = model.forward(Some(patches), None, Some(mask))?;
     let pred = model.pixel_head.forward(&h.narrow(1, prefix - 1, n - prefix)?)?;
-    let target = normalize_patches(&patches.narrow(1, prefix, n - prefix)?)?;
+    let target = pretrain_targets(&model.cfg, patches)?.narrow(1, prefix, n - prefix)?;
     (pred - target)?.sqr()?.mean_all()
 }
 
@@ -819,6 +858,62 @@ mod tests {
             assert_eq!(*got, (prob as f64 >= threshold).then_some(class), "probability {prob}, threshold {threshold}");
         }
         assert_eq!(some.iter().filter(|g| g.is_some()).count(), 3);
+    }
+
+    /// The pooled target by hand: 8 px, 1 channel, 4 px patches; each target value is the mean of a 2×2 block of
+    /// the patch, then the patch is normalised.
+    #[test]
+    fn pooled_pretraining_target_averages_2x2_blocks() {
+        let c = ModelConfig { image_size: 8, patch_size: 4, channels: 1, pretrain_target: PretrainTarget::Pooled, ..cfg() };
+        assert_eq!(c.pixel_target_dim(), 4);
+        let values: Vec<f32> = (0..4 * 16).map(|i| ((i * 37) % 11) as f32).collect();
+        let patches = Tensor::from_vec(values.clone(), (1, 4, 16), &Device::Cpu).unwrap();
+        let got = pretrain_targets(&c, &patches).unwrap();
+        let mut pooled = Vec::new();
+        for p in 0..4 {
+            for (by, bx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let at = |y: usize, x: usize| values[p * 16 + (2 * by + y) * 4 + 2 * bx + x];
+                pooled.push((at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) / 4.0);
+            }
+        }
+        let want = normalize_patches(&Tensor::from_vec(pooled, (1, 4, 4), &Device::Cpu).unwrap()).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-5);
+        assert!(max_abs_diff(&pretrain_targets(&ModelConfig { pretrain_target: PretrainTarget::Pixels, ..c }, &patches).unwrap(), &normalize_patches(&patches).unwrap()) < 1e-6);
+    }
+
+    /// The blur keeps a flat image flat up to its borders (the renormalisation), and spreads a point symmetrically.
+    #[test]
+    fn gaussian_blur_keeps_flat_images_and_spreads_points_evenly() {
+        let flat = Tensor::full(0.7f32, (1, 3, 8, 8), &Device::Cpu).unwrap();
+        assert!(max_abs_diff(&gaussian_blur(&flat, 1.0).unwrap(), &flat) < 1e-5);
+        let mut point = vec![0f32; 81];
+        point[4 * 9 + 4] = 1.0;
+        let out = gaussian_blur(&Tensor::from_vec(point, (1, 1, 9, 9), &Device::Cpu).unwrap(), 1.0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let at = |y: usize, x: usize| out[y * 9 + x];
+        assert!(at(4, 4) > at(4, 5) && at(4, 5) > at(4, 6) && at(4, 6) > 0.0);
+        for (a, b) in [(at(4, 3), at(4, 5)), (at(3, 4), at(5, 4)), (at(3, 3), at(5, 5))] {
+            assert!((a - b).abs() < 1e-6);
+        }
+        assert!((out.iter().sum::<f32>() - 1.0).abs() < 1e-4, "away from the border the blur keeps the total");
+        assert_eq!(at(0, 0), 0.0, "taps reach 2 sigma, not further");
+    }
+
+    /// The pixel head predicts as many values per patch as the target has: a quarter for the pooled one.
+    #[test]
+    fn smoothed_targets_size_the_pixel_head() {
+        for target in [PretrainTarget::Pooled, PretrainTarget::Blurred] {
+            let c = ModelConfig { pretrain_target: target, ..cfg() };
+            let model = Transformer::new(&c, &mut ParamStore::init(3, &Device::Cpu)).unwrap();
+            let patches = Tensor::randn(0f32, 1.0, (2, c.n_patches(), c.patch_dim()), &Device::Cpu).unwrap();
+            let pred = predict_next_patches(&model, &patches, 1).unwrap();
+            assert_eq!(pred.dims(), &[2, c.n_patches(), c.pixel_target_dim()]);
+            let loss = pretrain_loss(&model, &patches, 5).unwrap().to_scalar::<f32>().unwrap();
+            assert!(loss.is_finite() && loss > 0.5, "{target:?}: {loss}");
+        }
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
     fn cfg() -> ModelConfig {

@@ -347,7 +347,7 @@ impl PixelHead {
     fn new(p: &mut ParamStore, cfg: &ModelConfig) -> Result<Self> {
         let hidden = cfg.dim * cfg.mlp_ratio;
         // The output layer keeps its old name, so checkpoints from before the blocks existed load unchanged.
-        let out = Linear::new(p, "pixel_head", cfg.dim, cfg.patch_dim(), INIT_STD, true)?;
+        let out = Linear::new(p, "pixel_head", cfg.dim, cfg.pixel_target_dim(), INIT_STD, true)?;
         let blocks = (0..cfg.pixel_head_blocks)
             .map(|i| {
                 let name = format!("pixel_head_blocks.{i}");

@@ -195,6 +195,8 @@ pub struct ModelOverrides {
     pub stem_channels: Option<usize>,
     #[serde(default)]
     pub pixel_head_blocks: Option<usize>,
+    #[serde(default)]
+    pub pretrain_target: Option<crate::model::config::PretrainTarget>,
 }
 
 impl ModelOverrides {
@@ -225,6 +227,7 @@ impl ModelOverrides {
         cfg.local_mixing_full = cfg.local_mixing && self.local_mixing_full.unwrap_or(cfg.local_mixing_full);
         cfg.stem_channels = self.stem_channels.unwrap_or(cfg.stem_channels);
         cfg.pixel_head_blocks = self.pixel_head_blocks.unwrap_or(cfg.pixel_head_blocks);
+        cfg.pretrain_target = self.pretrain_target.unwrap_or(cfg.pretrain_target);
         if let Some(p) = self.patch_size {
             cfg.patch_size = p;
             cfg.image_size = (cfg.image_size / p.max(1)).max(2) * p;
