@@ -55,7 +55,7 @@ pub fn gaussian_blur(images: &Tensor, sigma: f64) -> Result<Tensor> {
     let taps: Vec<f32> = (0..2 * radius + 1).map(|i| (-((i as f64 - radius as f64).powi(2)) / (2.0 * sigma * sigma)).exp() as f32).collect();
     let kernel2d: Vec<f32> = taps.iter().flat_map(|a| taps.iter().map(move |b| a * b)).collect();
     let k = 2 * radius + 1;
-    let kernel = Tensor::from_vec(kernel2d.clone(), (1, 1, k, k), images.device())?;
+    let kernel = Tensor::from_vec(kernel2d, (1, 1, k, k), images.device())?;
     let weight_sum = Tensor::ones((1, 1, h, w), DType::F32, images.device())?.conv2d(&kernel, radius, 1, 1, 1)?;
     let per_channel = kernel.repeat((c, 1, 1, 1))?;
     images.conv2d(&per_channel, radius, 1, 1, c)?.broadcast_div(&weight_sum)
