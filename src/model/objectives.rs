@@ -47,6 +47,19 @@ pub fn pretrain_targets(cfg: &ModelConfig, patches: &Tensor) -> Result<Tensor> {
     normalize_patches(&target)
 }
 
+/// Predicted pretraining targets `[B, N, cfg.pixel_target_dim()]` as whole patches `[B, N, patch_dim]`: a pooled
+/// target's 2×2 averages are repeated over their blocks; the others already are patches.
+pub fn full_resolution_patches(cfg: &ModelConfig, pred: &Tensor) -> Result<Tensor> {
+    if cfg.pretrain_target != PretrainTarget::Pooled {
+        return Ok(pred.clone());
+    }
+    let (b, n, _) = pred.dims3()?;
+    let (half, c) = (cfg.patch_size / 2, cfg.channels);
+    pred.reshape(vec![b * n * half, 1, half, 1, c])?
+        .repeat(vec![1, 2, 1, 2, 1])?
+        .reshape((b, n, cfg.patch_dim()))
+}
+
 /// Each channel of `images` `[B, C, H, W]` blurred with a Gaussian of `sigma` pixels (taps to 2σ). Near the border
 /// the weights are renormalised over the pixels inside the image, so edges keep their brightness.
 pub fn gaussian_blur(images: &Tensor, sigma: f64) -> Result<Tensor> {
@@ -879,6 +892,19 @@ mod tests {
         let want = normalize_patches(&Tensor::from_vec(pooled, (1, 4, 4), &Device::Cpu).unwrap()).unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-5);
         assert!(max_abs_diff(&pretrain_targets(&ModelConfig { pretrain_target: PretrainTarget::Pixels, ..c }, &patches).unwrap(), &normalize_patches(&patches).unwrap()) < 1e-6);
+    }
+
+    /// A pooled prediction spread over its 2×2 blocks pools back to itself.
+    #[test]
+    fn pooled_predictions_spread_over_their_blocks() {
+        let cfg = ModelConfig { pretrain_target: PretrainTarget::Pooled, ..ModelConfig::preset("tiny").unwrap().with_image_size(32) };
+        let pred = Tensor::randn(0f32, 1.0, (2, cfg.n_patches(), cfg.pixel_target_dim()), &Device::Cpu).unwrap();
+        let full = full_resolution_patches(&cfg, &pred).unwrap();
+        assert_eq!(full.dims(), &[2, cfg.n_patches(), cfg.patch_dim()]);
+        let pooled_again = pretrain_targets(&cfg, &full).unwrap();
+        let want = normalize_patches(&pred).unwrap();
+        let diff = (pooled_again - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "{diff}");
     }
 
     /// The blur keeps a flat image flat up to its borders (the renormalisation), and spreads a point symmetrically.

@@ -6,7 +6,7 @@ use anyhow::Context;
 use candle_core::{Device, IndexOp, Tensor};
 use image::{DynamicImage, RgbImage};
 
-use super::config::{ModelConfig, PretrainTarget};
+use super::config::ModelConfig;
 use super::objectives::{self, DecodeOptions, Object, RawDetection};
 use super::predictor::{AttentionMap, Detection, PredictOptions, Prediction};
 use super::transformer::{patchify, prefix_len, unpatchify, KvCache, Transformer};
@@ -309,7 +309,7 @@ impl PredictorImpl {
         let n = cfg.n_patches();
         let keep = keep.clamp(1, n);
         let pred = objectives::predict_next_patches(&self.model, &patches, keep)?; // position i predicts patch i+1
-        let pred = full_resolution_patches(cfg, &pred)?;
+        let pred = objectives::full_resolution_patches(cfg, &pred)?;
         let truth = patches.i(0)?.to_vec2::<f32>()?;
         let pred = pred.i(0)?.to_vec2::<f32>()?;
         let mut rows = truth.clone();
@@ -336,35 +336,9 @@ impl PredictorImpl {
     }
 }
 
-/// Predicted pretraining targets `[B, N, cfg.pixel_target_dim()]` as whole patches `[B, N, patch_dim]`: a pooled
-/// target's 2×2 averages are repeated over their blocks; the others already are patches.
-fn full_resolution_patches(cfg: &ModelConfig, pred: &Tensor) -> candle_core::Result<Tensor> {
-    if cfg.pretrain_target != PretrainTarget::Pooled {
-        return Ok(pred.clone());
-    }
-    let (b, n, _) = pred.dims3()?;
-    let (half, c) = (cfg.patch_size / 2, cfg.channels);
-    pred.reshape(vec![b * n * half, 1, half, 1, c])?
-        .repeat(vec![1, 2, 1, 2, 1])?
-        .reshape((b, n, cfg.patch_dim()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A pooled prediction spread over its 2×2 blocks pools back to itself.
-    #[test]
-    fn pooled_predictions_spread_over_their_blocks() {
-        let cfg = ModelConfig { pretrain_target: PretrainTarget::Pooled, ..ModelConfig::preset("tiny").unwrap().with_image_size(32) };
-        let pred = Tensor::randn(0f32, 1.0, (2, cfg.n_patches(), cfg.pixel_target_dim()), &Device::Cpu).unwrap();
-        let full = full_resolution_patches(&cfg, &pred).unwrap();
-        assert_eq!(full.dims(), &[2, cfg.n_patches(), cfg.patch_dim()]);
-        let pooled_again = objectives::pretrain_targets(&cfg, &full).unwrap();
-        let want = objectives::normalize_patches(&pred).unwrap();
-        let diff = (pooled_again - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-4, "{diff}");
-    }
 
     /// Every view, applied to a non-square image with one marked rectangle, moves the rectangle to where `undo`
     /// maps it back from.

@@ -524,13 +524,13 @@ impl Transformer {
 
 /// Parameters used only by training losses (the dense detection head): prediction works without them, so a
 /// checkpoint from before they existed still loads for inference.
+pub fn is_training_only(name: &str) -> bool {
+    name.starts_with("dense_head.")
+}
+
 /// The transformer block a parameter belongs to (`blocks.{i}.…` → `i`); `None` for every other parameter.
 pub fn block_of(name: &str) -> Option<usize> {
     name.strip_prefix("blocks.")?.split('.').next()?.parse().ok()
-}
-
-pub fn is_training_only(name: &str) -> bool {
-    name.starts_with("dense_head.")
 }
 
 /// 1-D sine-cosine embedding of position `x` in `dim` values (half sines, half cosines, geometric frequencies).
