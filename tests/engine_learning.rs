@@ -49,6 +49,31 @@ fn pretraining_loss_falls() {
     assert!(p.predict(&img, &PredictOptions::default()).unwrap_err().to_string().contains("pretrained"));
 }
 
+/// Masked image modelling (`pretrain_mask_ratio`) trains too, and its reconstruction keeps the first patches as
+/// they are and fills in the blanked rest.
+#[test]
+fn masked_pretraining_loss_falls_and_fills_in_the_blanked_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = write_demo(&dir.path().join("data"), &DemoOptions { count: 120, size: 32, ..DemoOptions::default() }).unwrap();
+    let model = tessera::train::worker::ModelOverrides { pretrain_mask_ratio: Some(0.5), ..Default::default() };
+    let losses = train(
+        project,
+        TrainConfig { steps: Some(60), batch_size: 16, lr: 1e-3, warmup_steps: 5, model, ..config(Objective::Pretrain, &dir.path().join("m.ckpt")) },
+    );
+    let (first, last) = (mean(&losses[..5]), mean(&losses[losses.len() - 10..]));
+    assert!(last < 0.8 * first, "masked pretraining loss {first} -> {last}");
+    let p = Predictor::load(&dir.path().join("m.ckpt")).unwrap();
+    assert_eq!(p.config().pretrain_mask_ratio, 0.5);
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, ((x * y) % 256) as u8])));
+    let grid = p.config().grid();
+    let whole = p.reconstruct(&img, grid * grid).unwrap().unwrap().to_rgb8();
+    let half = p.reconstruct(&img, grid * grid / 2).unwrap().unwrap().to_rgb8();
+    let rows = |im: &image::RgbImage, ys: std::ops::Range<u32>| ys.flat_map(|y| (0..im.width()).map(move |x| (x, y))).map(|(x, y)| im.get_pixel(x, y).0).collect::<Vec<_>>();
+    let h = whole.height();
+    assert_eq!(rows(&whole, 0..h / 2), rows(&half, 0..h / 2), "the kept top half is the input");
+    assert_ne!(rows(&whole, h / 2..h), rows(&half, h / 2..h), "the bottom half is the model's");
+}
+
 /// The whole detection path (sequence building, training, KV-cache decoding, class mapping by name, letterbox
 /// inverse, mAP) is consistent: the tiny preset memorises 16 shapes images to near-perfect train-split mAP@0.5.
 /// A broken coordinate order, class index or box mapping anywhere along the way keeps this near zero.

@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// or blurred (a Gaussian of 1 px); each per-patch normalised (default: pixels).
     #[arg(long, value_name = "TARGET")]
     pub pretrain_target: Option<crate::model::config::PretrainTarget>,
+    /// Model shape: generative pretraining's task: 0 predicts each next patch from those before it (AIM); a
+    /// fraction such as 0.75 blanks that share of the patches and predicts them from the rest (SimMIM) (default: 0).
+    #[arg(long, value_name = "RATIO")]
+    pub pretrain_mask_ratio: Option<f64>,
     /// Square model input size in pixels (default: the images' typical side, at most the preset's; detection
     /// and pretraining on boxes go up to twice that, so the small objects span 12 pixels).
     #[arg(long)]
@@ -282,7 +286,7 @@ fn train_config(objective: Objective, a: &RunArgs, train_images: usize, init: Op
         pseudo_labels: a.pseudo_labels,
         layer_decay: a.layer_decay,
         reinit_blocks: a.reinit_blocks,
-        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks, pretrain_target: a.pretrain_target },
+        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks, pretrain_target: a.pretrain_target, pretrain_mask_ratio: a.pretrain_mask_ratio },
         grad_accum: a.grad_accum,
         ema: a.ema,
         early_stop_patience: a.patience,

@@ -86,6 +86,12 @@ pub struct ModelConfig {
     /// What the pixel head predicts; pixels for checkpoints from before the choice existed.
     #[serde(default)]
     pub pretrain_target: PretrainTarget,
+    /// Generative pretraining's task: 0 predicts each next patch from the ones before it (AIM, prefix-causal);
+    /// a fraction in (0, 1) blanks that share of the patches at random and predicts them from the rest, every
+    /// patch seeing every other (SimMIM's masked image modelling; fine-tuning's attention exactly). 0 for
+    /// checkpoints from before the choice existed.
+    #[serde(default)]
+    pub pretrain_mask_ratio: f64,
 }
 
 impl ModelConfig {
@@ -112,6 +118,7 @@ impl ModelConfig {
             stem_channels: 0,
             pixel_head_blocks: 0,
             pretrain_target: PretrainTarget::Pixels,
+            pretrain_mask_ratio: 0.0,
         };
         match name {
             // Trains usefully in minutes on 2 CPU cores at 32–128 px.
@@ -189,6 +196,9 @@ impl ModelConfig {
         if self.pretrain_target == PretrainTarget::Pooled && self.patch_size % 2 != 0 {
             return Err(format!("the pooled pretraining target needs an even patch size, not {}", self.patch_size));
         }
+        if !(0.0..1.0).contains(&self.pretrain_mask_ratio) {
+            return Err(format!("the pretraining mask ratio must be at least 0 and below 1, not {}", self.pretrain_mask_ratio));
+        }
         Ok(())
     }
 }
@@ -220,11 +230,15 @@ mod tests {
         let c = ModelConfig::preset("tiny").unwrap();
         let mut json = serde_json::to_value(&c).unwrap();
         json.as_object_mut().unwrap().remove("pretrain_target");
+        json.as_object_mut().unwrap().remove("pretrain_mask_ratio");
         let old: ModelConfig = serde_json::from_value(json).unwrap();
         assert_eq!(old.pretrain_target, PretrainTarget::Pixels);
         assert_eq!("blurred".parse::<PretrainTarget>(), Ok(PretrainTarget::Blurred));
         assert!("hog".parse::<PretrainTarget>().unwrap_err().contains("pooled"));
-        let odd = ModelConfig { image_size: 30, patch_size: 3, pretrain_target: PretrainTarget::Pooled, ..c };
+        assert_eq!(old.pretrain_mask_ratio, 0.0, "next-patch prediction");
+        let odd = ModelConfig { image_size: 30, patch_size: 3, pretrain_target: PretrainTarget::Pooled, ..c.clone() };
         assert!(odd.validate().unwrap_err().contains("even patch size"));
+        let all_masked = ModelConfig { pretrain_mask_ratio: 1.0, ..c };
+        assert!(all_masked.validate().unwrap_err().contains("mask ratio"));
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - Generative pretraining (AIM-style): a random-length bidirectional prefix of patches, then causal order; each
 //!   position after the prefix predicts the next patch's per-patch-normalised pixels; loss = MSE.
+//!   Or, with `ModelConfig::pretrain_mask_ratio` > 0, masked image modelling (SimMIM): a random share of the
+//!   patches enters blank and the model fills them in, every patch seeing every other.
 //! - Classification: `[patches] [TASK_CLASSIFY]` → the class token; cross-entropy over the class tokens.
 //! - Detection as language (Pix2Seq): `[patches] [TASK_DETECT] ymin xmin ymax xmax class ... EOS`, objects in random
 //!   order, padded with noise boxes labelled NOISE whose coordinates carry no loss (sequence augmentation).
@@ -84,6 +86,36 @@ pub fn pretrain_loss(model: &Transformer, patches: &Tensor, prefix: usize) -> Re
     let pred = model.pixel_head.forward(&h.narrow(1, prefix - 1, n - prefix)?)?;
     let target = pretrain_targets(&model.cfg, patches)?.narrow(1, prefix, n - prefix)?;
     (pred - target)?.sqr()?.mean_all()
+}
+
+/// Masked image modelling (SimMIM): where `masked` `[B, N]` is 1 the patch enters blank (zero, the data's mean
+/// after normalisation); every patch sees every other, as in fine-tuning. Returns the pixel head's prediction of
+/// each patch's target at that patch's own position, `[B, N, cfg.pixel_target_dim()]`.
+pub fn masked_predictions(model: &Transformer, patches: &Tensor, masked: &Tensor) -> Result<Tensor> {
+    let keep = masked.affine(-1.0, 1.0)?.unsqueeze(2)?;
+    let h = model.forward(Some(&patches.broadcast_mul(&keep)?), None, None)?;
+    model.pixel_head.forward(&h)
+}
+
+/// Masked image modelling's loss on patches `[B, N, patch_dim]`: the MSE of [`masked_predictions`] against
+/// [`pretrain_targets`] over the masked patches only (the visible ones are given, so they teach nothing).
+pub fn masked_pretrain_loss(model: &Transformer, patches: &Tensor, masked: &Tensor) -> Result<Tensor> {
+    let pred = masked_predictions(model, patches, masked)?;
+    let per_patch = (pred - pretrain_targets(&model.cfg, patches)?)?.sqr()?.mean(D::Minus1)?;
+    (per_patch * masked)?.sum_all()? / masked.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64
+}
+
+/// Which patches masked image modelling blanks: for each of `batch` images, `round(ratio · n)` (at least one) of its
+/// `n` patches drawn at random, as a `[batch, n]` tensor of 1 (masked) and 0.
+pub fn random_patch_mask(batch: usize, n: usize, ratio: f64, rng: &mut impl Rng, device: &Device) -> Result<Tensor> {
+    let count = ((ratio * n as f64).round() as usize).clamp(1, n);
+    let mut rows = Vec::with_capacity(batch * n);
+    for _ in 0..batch {
+        let mut row: Vec<f32> = (0..n).map(|i| if i < count { 1.0 } else { 0.0 }).collect();
+        row.shuffle(rng);
+        rows.extend(row);
+    }
+    Tensor::from_vec(rows, (batch, n), device)
 }
 
 /// Predicted patches (per-patch normalised) for positions 1..N given everything before them (causal, prefix 1).
@@ -936,6 +968,58 @@ mod tests {
             let loss = pretrain_loss(&model, &patches, 5).unwrap().to_scalar::<f32>().unwrap();
             assert!(loss.is_finite() && loss > 0.5, "{target:?}: {loss}");
         }
+    }
+
+    /// Masked image modelling: a blanked patch's pixels reach no prediction (not through attention, the stem's
+    /// windows or local mixing), while a visible patch informs the blanked ones on every side of it.
+    #[test]
+    fn masked_patches_leak_nothing_and_visible_ones_inform_both_ways() {
+        let c = ModelConfig { stem_channels: 4, local_mixing: true, local_mixing_full: true, pretrain_mask_ratio: 0.5, ..cfg() };
+        let model = Transformer::new(&c, &mut ParamStore::init(5, &Device::Cpu)).unwrap();
+        let n = c.n_patches();
+        let patches = Tensor::randn(0f32, 1.0, (1, n, c.patch_dim()), &Device::Cpu).unwrap();
+        let (hidden, visible) = (n / 2, n / 2 + 1);
+        let mut mask = vec![1f32; n];
+        mask[visible] = 0.0;
+        let masked = Tensor::from_vec(mask, (1, n), &Device::Cpu).unwrap();
+        let changed = |i: usize| {
+            let bump = Tensor::ones((1, 1, c.patch_dim()), DType::F32, &Device::Cpu).unwrap();
+            patches.slice_assign(&[0..1, i..i + 1, 0..c.patch_dim()], &(patches.narrow(1, i, 1).unwrap() + bump).unwrap()).unwrap()
+        };
+        let base = masked_predictions(&model, &patches, &masked).unwrap();
+        assert_eq!(base.dims(), &[1, n, c.pixel_target_dim()]);
+        assert!(max_abs_diff(&masked_predictions(&model, &changed(hidden), &masked).unwrap(), &base) < 1e-6, "a blanked patch leaked");
+        let after = masked_predictions(&model, &changed(visible), &masked).unwrap();
+        for i in [0, hidden, n - 1] {
+            assert!(max_abs_diff(&after.narrow(1, i, 1).unwrap(), &base.narrow(1, i, 1).unwrap()) > 1e-4, "patch {i} did not see the visible one");
+        }
+    }
+
+    /// The loss averages the per-patch MSE over the masked patches only; the mask blanks the asked share.
+    #[test]
+    fn masked_loss_counts_only_masked_patches_and_masks_the_asked_share() {
+        let c = ModelConfig { pretrain_mask_ratio: 0.75, ..cfg() };
+        let model = Transformer::new(&c, &mut ParamStore::init(6, &Device::Cpu)).unwrap();
+        let n = c.n_patches();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let masked = random_patch_mask(3, n, 0.75, &mut rng, &Device::Cpu).unwrap();
+        let rows = masked.to_vec2::<f32>().unwrap();
+        assert!(rows.iter().all(|r| r.iter().sum::<f32>() == (0.75 * n as f32).round()));
+        assert_ne!(rows[0], rows[1], "each image gets its own draw");
+        assert_eq!(random_patch_mask(1, n, 0.001, &mut rng, &Device::Cpu).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 1.0);
+        let patches = Tensor::randn(0f32, 1.0, (3, n, c.patch_dim()), &Device::Cpu).unwrap();
+        let per_patch = (masked_predictions(&model, &patches, &masked).unwrap() - pretrain_targets(&c, &patches).unwrap()).unwrap().sqr().unwrap().mean(D::Minus1).unwrap().to_vec2::<f32>().unwrap();
+        let (mut sum, mut count) = (0f32, 0f32);
+        for (errs, mask) in per_patch.iter().zip(&rows) {
+            for (e, m) in errs.iter().zip(mask) {
+                if *m == 1.0 {
+                    sum += e;
+                    count += 1.0;
+                }
+            }
+        }
+        let loss = masked_pretrain_loss(&model, &patches, &masked).unwrap().to_scalar::<f32>().unwrap();
+        assert!((loss - sum / count).abs() < 1e-5, "{loss} vs {}", sum / count);
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -92,6 +92,10 @@ impl Predictor {
     pub fn image_size(&self) -> usize {
         self.inner.image_size()
     }
+    /// The model's hyper-parameters, as stored in its checkpoint.
+    pub fn config(&self) -> &super::config::ModelConfig {
+        self.inner.config()
+    }
     /// How many views of each image `PredictOptions::flip_tta` predicts: the orientations the model's training
     /// augmentation showed it (1 = TTA changes nothing). A classifier: 2 (the image and its mirror) if it trained
     /// with mirrors or dihedral flips; a detector: 8, 2 or 1.

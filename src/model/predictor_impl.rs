@@ -298,8 +298,9 @@ impl PredictorImpl {
     }
 
     /// The input image (letterboxed to the model size) with every patch after the first `keep` replaced by the
-    /// model's prediction from the patches before it. Predictions are per-patch normalised, so each is rescaled to
-    /// the true patch's mean and spread (as AIM does for visualisation).
+    /// model's prediction: from the patches before it (next-patch pretraining), or, for a model pretrained by
+    /// masking, from the first `keep` with the rest blanked. Predictions are per-patch normalised, so each is
+    /// rescaled to the true patch's mean and spread (as AIM does for visualisation).
     pub fn reconstruct(&self, image: &DynamicImage, keep: usize) -> anyhow::Result<Option<DynamicImage>> {
         if !matches!(self.task, Objective::Pretrain) {
             return Ok(None);
@@ -308,7 +309,14 @@ impl PredictorImpl {
         let (patches, _) = self.patches(std::slice::from_ref(image))?;
         let n = cfg.n_patches();
         let keep = keep.clamp(1, n);
-        let pred = objectives::predict_next_patches(&self.model, &patches, keep)?; // position i predicts patch i+1
+        // Row i of `pred` predicts patch i + shift.
+        let (pred, shift) = if cfg.pretrain_mask_ratio > 0.0 {
+            let masked: Vec<f32> = (0..n).map(|i| if i < keep { 0.0 } else { 1.0 }).collect();
+            let masked = Tensor::from_vec(masked, (1, n), &self.device)?;
+            (objectives::masked_predictions(&self.model, &patches, &masked)?, 0)
+        } else {
+            (objectives::predict_next_patches(&self.model, &patches, keep)?, 1)
+        };
         let pred = objectives::full_resolution_patches(cfg, &pred)?;
         let truth = patches.i(0)?.to_vec2::<f32>()?;
         let pred = pred.i(0)?.to_vec2::<f32>()?;
@@ -317,7 +325,7 @@ impl PredictorImpl {
             let t = &truth[i];
             let mean = t.iter().sum::<f32>() / t.len() as f32;
             let std = (t.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / t.len() as f32).sqrt();
-            rows[i] = pred[i - 1].iter().map(|p| p * std + mean).collect();
+            rows[i] = pred[i - shift].iter().map(|p| p * std + mean).collect();
         }
         let flat: Vec<f32> = rows.into_iter().flatten().collect();
         let t = Tensor::from_vec(flat, (1, n, cfg.patch_dim()), &self.device)?;

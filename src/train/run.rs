@@ -203,7 +203,12 @@ fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Object
     Ok(match objective {
         Objective::Pretrain => {
             let n = cfg.n_patches();
-            objectives::pretrain_loss(model, &patches, rng.random_range(1..n))?
+            if cfg.pretrain_mask_ratio > 0.0 {
+                let masked = objectives::random_patch_mask(patches.dim(0)?, n, cfg.pretrain_mask_ratio, rng, dev)?;
+                objectives::masked_pretrain_loss(model, &patches, &masked)?
+            } else {
+                objectives::pretrain_loss(model, &patches, rng.random_range(1..n))?
+            }
         }
         Objective::Classify => {
             let labels: Vec<u32> = batch.classes.iter().map(|c| c.unwrap_or(0) as u32).collect();

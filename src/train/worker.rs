@@ -181,7 +181,7 @@ pub fn crowded_sequences(order: ObjectOrder, noise: Option<crate::model::objecti
 pub const DEFAULT_STEM_CHANNELS: usize = 16;
 
 /// Shape changes on top of a preset (each `None` keeps the preset's value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ModelOverrides {
     pub dim: Option<usize>,
     pub n_layers: Option<usize>,
@@ -197,6 +197,8 @@ pub struct ModelOverrides {
     pub pixel_head_blocks: Option<usize>,
     #[serde(default)]
     pub pretrain_target: Option<crate::model::config::PretrainTarget>,
+    #[serde(default)]
+    pub pretrain_mask_ratio: Option<f64>,
 }
 
 impl ModelOverrides {
@@ -228,6 +230,7 @@ impl ModelOverrides {
         cfg.stem_channels = self.stem_channels.unwrap_or(cfg.stem_channels);
         cfg.pixel_head_blocks = self.pixel_head_blocks.unwrap_or(cfg.pixel_head_blocks);
         cfg.pretrain_target = self.pretrain_target.unwrap_or(cfg.pretrain_target);
+        cfg.pretrain_mask_ratio = self.pretrain_mask_ratio.unwrap_or(cfg.pretrain_mask_ratio);
         if let Some(p) = self.patch_size {
             cfg.patch_size = p;
             cfg.image_size = (cfg.image_size / p.max(1)).max(2) * p;
