@@ -102,7 +102,8 @@ pub fn masked_predictions(model: &Transformer, patches: &Tensor, masked: &Tensor
 pub fn masked_pretrain_loss(model: &Transformer, patches: &Tensor, masked: &Tensor) -> Result<Tensor> {
     let pred = masked_predictions(model, patches, masked)?;
     let per_patch = (pred - pretrain_targets(&model.cfg, patches)?)?.sqr()?.mean(D::Minus1)?;
-    (per_patch * masked)?.sum_all()? / masked.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64
+    // Divided on the device: reading the count back would stall a GPU every step.
+    (per_patch * masked)?.sum_all()?.broadcast_div(&masked.sum_all()?.clamp(1f32, f32::MAX)?)
 }
 
 /// Which patches masked image modelling blanks: for each of `batch` images, `round(ratio · n)` (at least one) of its
