@@ -122,6 +122,10 @@ pub struct RunArgs {
     /// fraction such as 0.75 blanks that share of the patches and predicts them from the rest (SimMIM) (default: 0).
     #[arg(long, value_name = "RATIO")]
     pub pretrain_mask_ratio: Option<f64>,
+    /// Model shape: weight of next-patch prediction's second target, the features a teacher (a moving average of
+    /// the model) computes for the next patch while seeing the whole image (data2vec); 0 = pixels only (default: 0).
+    #[arg(long, value_name = "W")]
+    pub pretrain_feature_weight: Option<f64>,
     /// Square model input size in pixels (default: the images' typical side, at most the preset's; detection
     /// and pretraining on boxes go up to twice that, so the small objects span 12 pixels).
     #[arg(long)]
@@ -286,7 +290,7 @@ fn train_config(objective: Objective, a: &RunArgs, train_images: usize, init: Op
         pseudo_labels: a.pseudo_labels,
         layer_decay: a.layer_decay,
         reinit_blocks: a.reinit_blocks,
-        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks, pretrain_target: a.pretrain_target, pretrain_mask_ratio: a.pretrain_mask_ratio },
+        model: ModelOverrides { dim: a.dim, n_layers: a.layers, n_heads: a.heads, mlp_ratio: a.mlp_ratio, patch_size: a.patch_size, local_mixing: a.local_mixing, local_mixing_full: a.local_mixing_full, stem_channels: a.stem_channels, pixel_head_blocks: a.pixel_head_blocks, pretrain_target: a.pretrain_target, pretrain_mask_ratio: a.pretrain_mask_ratio, pretrain_feature_weight: a.pretrain_feature_weight },
         grad_accum: a.grad_accum,
         ema: a.ema,
         early_stop_patience: a.patience,

@@ -93,6 +93,12 @@ pub struct ModelConfig {
     /// 0.5 and 0.75 worse; README, session 26), hence the default. 0 for checkpoints from before it existed.
     #[serde(default)]
     pub pretrain_mask_ratio: f64,
+    /// Weight of next-patch prediction's second target (0 = off): besides the next patch's pixels, the features a
+    /// teacher (an exponential moving average of the model, as in data2vec) computes for that patch while seeing the
+    /// whole image, which carry what the rest of the image says about it. A model with it has a feature head; 0
+    /// for checkpoints from before it existed.
+    #[serde(default)]
+    pub pretrain_feature_weight: f64,
 }
 
 impl ModelConfig {
@@ -120,6 +126,7 @@ impl ModelConfig {
             pixel_head_blocks: 0,
             pretrain_target: PretrainTarget::Pixels,
             pretrain_mask_ratio: 0.0,
+            pretrain_feature_weight: 0.0,
         };
         match name {
             // Trains usefully in minutes on 2 CPU cores at 32–128 px.
@@ -200,6 +207,12 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.pretrain_mask_ratio) {
             return Err(format!("the pretraining mask ratio must be at least 0 and below 1, not {}", self.pretrain_mask_ratio));
         }
+        if !(self.pretrain_feature_weight >= 0.0 && self.pretrain_feature_weight.is_finite()) {
+            return Err(format!("the pretraining feature weight must be a finite number of at least 0, not {}", self.pretrain_feature_weight));
+        }
+        if self.pretrain_feature_weight > 0.0 && self.pretrain_mask_ratio > 0.0 {
+            return Err("the teacher's feature target goes with next-patch prediction, not with a pretraining mask ratio".into());
+        }
         Ok(())
     }
 }
@@ -225,21 +238,29 @@ mod tests {
         c.validate().unwrap();
     }
 
-    /// Checkpoints from before the choice of pretraining target load as pixels; an odd patch cannot be pooled.
+    /// Checkpoints from before the choice of pretraining target load as pixels by next-patch prediction without a
+    /// feature target; an odd patch cannot be pooled; out-of-range ratios and weights are refused.
     #[test]
     fn pretraining_target_defaults_to_pixels_and_pooling_needs_even_patches() {
         let c = ModelConfig::preset("tiny").unwrap();
         let mut json = serde_json::to_value(&c).unwrap();
         json.as_object_mut().unwrap().remove("pretrain_target");
         json.as_object_mut().unwrap().remove("pretrain_mask_ratio");
+        json.as_object_mut().unwrap().remove("pretrain_feature_weight");
         let old: ModelConfig = serde_json::from_value(json).unwrap();
         assert_eq!(old.pretrain_target, PretrainTarget::Pixels);
         assert_eq!("blurred".parse::<PretrainTarget>(), Ok(PretrainTarget::Blurred));
         assert!("hog".parse::<PretrainTarget>().unwrap_err().contains("pooled"));
         assert_eq!(old.pretrain_mask_ratio, 0.0, "next-patch prediction");
+        assert_eq!(old.pretrain_feature_weight, 0.0, "pixels only, no feature head");
         let odd = ModelConfig { image_size: 30, patch_size: 3, pretrain_target: PretrainTarget::Pooled, ..c.clone() };
         assert!(odd.validate().unwrap_err().contains("even patch size"));
-        let all_masked = ModelConfig { pretrain_mask_ratio: 1.0, ..c };
+        let all_masked = ModelConfig { pretrain_mask_ratio: 1.0, ..c.clone() };
         assert!(all_masked.validate().unwrap_err().contains("mask ratio"));
+        for w in [-1.0, f64::NAN] {
+            assert!(ModelConfig { pretrain_feature_weight: w, ..c.clone() }.validate().unwrap_err().contains("feature weight"));
+        }
+        let masked_with_teacher = ModelConfig { pretrain_feature_weight: 1.0, pretrain_mask_ratio: 0.5, ..c };
+        assert!(masked_with_teacher.validate().unwrap_err().contains("next-patch"));
     }
 }

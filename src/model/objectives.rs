@@ -4,6 +4,8 @@
 //!   position after the prefix predicts the next patch's per-patch-normalised pixels; loss = MSE.
 //!   Or, with `ModelConfig::pretrain_mask_ratio` > 0, masked image modelling (SimMIM): a random share of the
 //!   patches enters blank and the model fills them in, every patch seeing every other.
+//!   With `ModelConfig::pretrain_feature_weight` > 0, each position also predicts the next patch's features as a
+//!   teacher (a moving average of the model, data2vec) computes them while seeing the whole image.
 //! - Classification: `[patches] [TASK_CLASSIFY]` → the class token; cross-entropy over the class tokens.
 //! - Detection as language (Pix2Seq): `[patches] [TASK_DETECT] ymin xmin ymax xmax class ... EOS`, objects in random
 //!   order, padded with noise boxes labelled NOISE whose coordinates carry no loss (sequence augmentation).
@@ -79,13 +81,46 @@ pub fn gaussian_blur(images: &Tensor, sigma: f64) -> Result<Tensor> {
 /// Generative pretraining loss on patches `[B, N, patch_dim]` with a bidirectional prefix of `prefix` patches
 /// (1 ≤ prefix < N): positions prefix-1 .. N-2 predict patches prefix .. N-1.
 pub fn pretrain_loss(model: &Transformer, patches: &Tensor, prefix: usize) -> Result<Tensor> {
+    pretrain_loss_with_features(model, patches, prefix, None)
+}
+
+/// [`pretrain_loss`], plus — given a teacher's `features` `[B, N, dim]` ([`teacher_features`]) and a model with a
+/// feature head — `cfg.pretrain_feature_weight` times the MSE of the feature head's prediction of the next patch's
+/// features, read from the same positions as the pixels.
+pub fn pretrain_loss_with_features(model: &Transformer, patches: &Tensor, prefix: usize, features: Option<&Tensor>) -> Result<Tensor> {
     let n = patches.dim(1)?;
     let prefix = prefix.clamp(1, n - 1);
     let mask = prefix_len(n, prefix, patches.device())?;
     let h = model.forward(Some(patches), None, Some(mask))?;
-    let pred = model.pixel_head.forward(&h.narrow(1, prefix - 1, n - prefix)?)?;
+    let context = h.narrow(1, prefix - 1, n - prefix)?;
+    let pred = model.pixel_head.forward(&context)?;
     let target = pretrain_targets(&model.cfg, patches)?.narrow(1, prefix, n - prefix)?;
-    (pred - target)?.sqr()?.mean_all()
+    let pixel_loss = (pred - target)?.sqr()?.mean_all()?;
+    match (features, &model.feature_head) {
+        (Some(features), Some(head)) => {
+            let feature_loss = (head.forward(&context)? - features.narrow(1, prefix, n - prefix)?)?.sqr()?.mean_all()?;
+            pixel_loss + (feature_loss * model.cfg.pretrain_feature_weight)?
+        }
+        _ => Ok(pixel_loss),
+    }
+}
+
+/// How many of the teacher's top blocks make its feature target (data2vec averages the top 8 of 12 blocks; the
+/// tiny preset has 4).
+pub const TEACHER_TOP_BLOCKS: usize = 2;
+
+/// Next-patch prediction's feature target: for each patch `[B, N, patch_dim]`, the average of `teacher`'s top
+/// [`TEACHER_TOP_BLOCKS`] block outputs with every patch seeing every other, each output normalised per patch (so
+/// no block's scale dominates) and the average normalised again (so the loss reads 1 for a model that predicts
+/// nothing); detached: no gradient reaches the teacher.
+pub fn teacher_features(teacher: &Transformer, patches: &Tensor) -> Result<Tensor> {
+    let outputs = teacher.block_outputs(patches)?;
+    let top = &outputs[outputs.len().saturating_sub(TEACHER_TOP_BLOCKS)..];
+    let mut sum = normalize_patches(&top[0].detach())?;
+    for o in &top[1..] {
+        sum = (sum + normalize_patches(&o.detach())?)?;
+    }
+    Ok(normalize_patches(&sum)?.detach())
 }
 
 /// Masked image modelling (SimMIM): where `masked` `[B, N]` is 1 the patch enters blank (zero, the data's mean
@@ -1139,6 +1174,48 @@ mod tests {
         let kept = nms(vec![o(0.0, 0), o(1.0, 0), o(1.0, 1), o(30.0, 0)], 0.5);
         assert_eq!(kept.len(), 3);
     }
+
+    /// Next-patch prediction's feature target: the teacher sees every patch both ways (the last patch changes the
+    /// first one's features), each patch's target is normalised, and the loss adds the weight times the feature
+    /// head's MSE at the pixel head's positions; its gradient reaches the feature head and none of the teacher.
+    #[test]
+    fn feature_target_sees_the_whole_image_and_adds_a_weighted_loss() {
+        let c = ModelConfig { pretrain_feature_weight: 0.5, ..cfg() };
+        let mut teacher_store = ParamStore::init(7, &Device::Cpu);
+        let teacher = Transformer::new(&c, &mut teacher_store).unwrap();
+        let mut student_store = ParamStore::init(8, &Device::Cpu);
+        let student = Transformer::new(&c, &mut student_store).unwrap();
+        let n = c.n_patches();
+        let patches = Tensor::randn(0f32, 1.0, (2, n, c.patch_dim()), &Device::Cpu).unwrap();
+        let features = teacher_features(&teacher, &patches).unwrap();
+        assert_eq!(features.dims(), &[2, n, c.dim]);
+        let mean = features.mean(D::Minus1).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let var = features.sqr().unwrap().mean(D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(mean < 1e-4 && var.iter().all(|v| (v - 1.0).abs() < 1e-3), "mean {mean}, variances {var:?}");
+        let new_last = Tensor::randn(0f32, 1.0, (2, 1, c.patch_dim()), &Device::Cpu).unwrap();
+        let changed = Tensor::cat(&[&patches.narrow(1, 0, n - 1).unwrap(), &new_last], 1).unwrap();
+        let first = |f: &Tensor| f.narrow(1, 0, 1).unwrap();
+        assert!(max_abs_diff(&first(&teacher_features(&teacher, &changed).unwrap()), &first(&features)) > 1e-3);
+
+        let prefix = 5;
+        let loss = pretrain_loss_with_features(&student, &patches, prefix, Some(&features)).unwrap();
+        let pixels_only = pretrain_loss(&student, &patches, prefix).unwrap().to_scalar::<f32>().unwrap();
+        let h = student.forward(Some(&patches), None, Some(prefix_len(n, prefix, &Device::Cpu).unwrap())).unwrap();
+        let pred = student.feature_head.as_ref().unwrap().forward(&h.narrow(1, prefix - 1, n - prefix).unwrap()).unwrap();
+        let by_hand = (pred - features.narrow(1, prefix, n - prefix).unwrap()).unwrap().sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+        let total = loss.to_scalar::<f32>().unwrap();
+        assert!(by_hand > 0.1 && (total - (pixels_only + 0.5 * by_hand)).abs() < 1e-5, "{total} vs {pixels_only} + 0.5 × {by_hand}");
+        let grads = loss.backward().unwrap();
+        let head = student_store.vars.iter().find(|(n, _)| n.starts_with("feature_head.")).unwrap();
+        assert!(grads.get(&head.1).is_some());
+        assert!(teacher_store.vars.iter().all(|(_, v)| grads.get(v).is_none()), "no gradient reaches the teacher");
+
+        // Without the weight there is no feature head, and the features are ignored.
+        let plain = Transformer::new(&cfg(), &mut ParamStore::init(8, &Device::Cpu)).unwrap();
+        assert!(plain.feature_head.is_none());
+        let a = pretrain_loss_with_features(&plain, &patches, prefix, Some(&features)).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(a, pretrain_loss(&plain, &patches, prefix).unwrap().to_scalar::<f32>().unwrap());
+    }
 }
 
 #[cfg(test)]
@@ -1171,6 +1248,7 @@ mod learning_tests {
         }
         assert!(last < 0.05 * first, "loss {first} -> {last}");
     }
+
 }
 
 #[cfg(test)]
@@ -1215,4 +1293,5 @@ mod gradient_tests {
             );
         }
     }
+
 }

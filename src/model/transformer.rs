@@ -391,6 +391,9 @@ pub struct Transformer {
     /// centre to the four sides of the object covering it, then background and class logits. See
     /// [`super::objectives::dense_aux_loss`].
     pub dense_head: Linear,
+    /// Training-only head of next-patch prediction's feature target (`cfg.pretrain_feature_weight` > 0): the
+    /// teacher's features of the next patch. See [`super::objectives::pretrain_loss`].
+    pub feature_head: Option<Linear>,
 }
 
 impl Transformer {
@@ -436,6 +439,8 @@ impl Transformer {
             // After every other parameter (fields initialise in this order), so that a model without a stem
             // draws the same seeded init as before.
             stem: if cfg.stem_channels > 0 { Some(PatchStem::new(p, cfg)?) } else { None },
+            // Last of all, for the same reason.
+            feature_head: if cfg.pretrain_feature_weight > 0.0 { Some(Linear::new(p, "feature_head", cfg.dim, cfg.dim, INIT_STD, true)?) } else { None },
         })
     }
 
@@ -520,12 +525,25 @@ impl Transformer {
         let x = self.embed_with(patches, tokens, 0, both_ways)?;
         self.forward_embedded(&x, mask, None, None)
     }
+
+    /// Every block's output (the residual stream, before the final norm) for patches `[B, N, patch_dim]` seeing
+    /// each other both ways: what a teacher's feature targets are made of.
+    pub fn block_outputs(&self, patches: &Tensor) -> Result<Vec<Tensor>> {
+        let n = patches.dim(1)?;
+        let mut x = self.embed_with(Some(patches), None, 0, true)?;
+        let mut outputs = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            x = block.forward(&x, None, None, None, n)?;
+            outputs.push(x.clone());
+        }
+        Ok(outputs)
+    }
 }
 
 /// Parameters used only by training losses (the dense detection head): prediction works without them, so a
 /// checkpoint from before they existed still loads for inference.
 pub fn is_training_only(name: &str) -> bool {
-    name.starts_with("dense_head.")
+    name.starts_with("dense_head.") || name.starts_with("feature_head.")
 }
 
 /// The transformer block a parameter belongs to (`blocks.{i}.…` → `i`); `None` for every other parameter.

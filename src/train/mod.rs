@@ -6,3 +6,4 @@ pub use worker::{start_training, Command, Event, Objective, TrainConfig, TrainHa
 pub mod data;
 pub mod optim;
 pub mod checkpoint;
+pub mod teacher;

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use super::checkpoint::{self, CheckpointMeta, TrainState, WeightsChoice};
 use super::data::{compute_normalization, make_batch, mirror_asymmetry, Augment, Dataset, Need, Normalization, Sampler};
 use super::optim::{accumulate, collect_grads, global_norm, learning_rate, AdamW, Ema};
+use super::teacher::Teacher;
 use super::worker::{Command, EvalStats, Event, Objective, SamplePrediction, StepStats, TrainConfig};
 use crate::data::project::{Project, Split};
 use crate::model::config::ModelConfig;
@@ -193,7 +194,16 @@ fn mix(seed: u64, k: u64) -> u64 {
 
 /// Loss of one batch for `objective`.
 /// `dense_aux`: weight of detection's dense auxiliary loss (0 = off).
-fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Objective, opts: &LossOptions, rng: &mut StdRng) -> anyhow::Result<Tensor> {
+/// `teacher`: the moving-average copy whose features are next-patch prediction's second target (pretraining with
+/// `cfg.pretrain_feature_weight` > 0; `None` elsewhere, e.g. validation, whose losses stay comparable across runs).
+fn batch_loss(
+    model: &Transformer,
+    batch: &super::data::Batch,
+    objective: Objective,
+    opts: &LossOptions,
+    teacher: Option<&Transformer>,
+    rng: &mut StdRng,
+) -> anyhow::Result<Tensor> {
     let cfg = &model.cfg;
     // CutMix (classification) mixes the images before they become patches, so each batch is patchified once.
     let mixes = objective == Objective::Classify && batch.classes.len() > 1 && opts.cutmix > 0.0;
@@ -207,7 +217,8 @@ fn batch_loss(model: &Transformer, batch: &super::data::Batch, objective: Object
                 let masked = objectives::random_patch_mask(patches.dim(0)?, n, cfg.pretrain_mask_ratio, rng, dev)?;
                 objectives::masked_pretrain_loss(model, &patches, &masked)?
             } else {
-                objectives::pretrain_loss(model, &patches, rng.random_range(1..n))?
+                let features = teacher.map(|t| objectives::teacher_features(t, &patches)).transpose()?;
+                objectives::pretrain_loss_with_features(model, &patches, rng.random_range(1..n), features.as_ref())?
             }
         }
         Objective::Classify => {
@@ -336,7 +347,7 @@ fn evaluate(
     let mut rng = StdRng::seed_from_u64(VALIDATION_SEED);
     for chunk in all.chunks(64) {
         let batch = make_batch(val, chunk, &Augment::none(), 0, device)?;
-        let loss = batch_loss(model, &batch, objective, loss_options, &mut rng)?.to_scalar::<f32>()?;
+        let loss = batch_loss(model, &batch, objective, loss_options, None, &mut rng)?.to_scalar::<f32>()?;
         loss_sum += loss;
         batches += 1;
         let patches = patchify(&batch.images, cfg.patch_size)?;
@@ -603,6 +614,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         (model, vars, opt, ema, st)
     };
     let (mut opt, mut ema) = (opt, ema);
+    let mut teacher = if objective == Objective::Pretrain && cfg.pretrain_feature_weight > 0.0 { Some(Teacher::new(&cfg, &vars, &device)?) } else { None };
     if let Some(d) = config.layer_decay {
         opt.set_layer_decay(cfg.n_layers, d);
     }
@@ -729,7 +741,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                 class_aux: config.class_aux,
                 cutmix: aug.cutmix as f64,
             };
-            let mut loss = batch_loss(&model, &b, objective, &opts, &mut rng)?;
+            let mut loss = batch_loss(&model, &b, objective, &opts, teacher.as_ref().map(|t| &t.model), &mut rng)?;
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
                 bail!("the loss became {value} at step {}: training diverged; try a lower learning rate (now {lr:.2e})", state.step);
@@ -739,7 +751,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
                 let any_images = sampler.batch_indices(k);
                 let pixels = make_batch(all, &any_images, &generative_aug, mix(config.seed ^ 0x6E6, 2 * k), &device)?;
                 if config.generative_aux > 0.0 {
-                    let generative = batch_loss(&model, &pixels, Objective::Pretrain, &opts, &mut rng)?;
+                    let generative = batch_loss(&model, &pixels, Objective::Pretrain, &opts, None, &mut rng)?;
                     let value = generative.to_scalar::<f32>()?;
                     if !value.is_finite() {
                         bail!("the generative loss became {value} at step {}: training diverged; try a lower learning rate (now {lr:.2e}) or --generative-aux", state.step);
@@ -779,6 +791,9 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         opt.step(&grads, lr, scale * clip)?;
         if let Some(e) = ema.as_mut() {
             e.update(&vars, state.step)?;
+        }
+        if let Some(t) = teacher.as_mut() {
+            t.update(&vars, state.step)?;
         }
         state.step += 1;
         state.optimizer_t = opt.t;

@@ -199,6 +199,8 @@ pub struct ModelOverrides {
     pub pretrain_target: Option<crate::model::config::PretrainTarget>,
     #[serde(default)]
     pub pretrain_mask_ratio: Option<f64>,
+    #[serde(default)]
+    pub pretrain_feature_weight: Option<f64>,
 }
 
 impl ModelOverrides {
@@ -231,6 +233,7 @@ impl ModelOverrides {
         cfg.pixel_head_blocks = self.pixel_head_blocks.unwrap_or(cfg.pixel_head_blocks);
         cfg.pretrain_target = self.pretrain_target.unwrap_or(cfg.pretrain_target);
         cfg.pretrain_mask_ratio = self.pretrain_mask_ratio.unwrap_or(cfg.pretrain_mask_ratio);
+        cfg.pretrain_feature_weight = self.pretrain_feature_weight.unwrap_or(cfg.pretrain_feature_weight);
         if let Some(p) = self.patch_size {
             cfg.patch_size = p;
             cfg.image_size = (cfg.image_size / p.max(1)).max(2) * p;
