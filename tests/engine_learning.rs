@@ -74,6 +74,32 @@ fn masked_pretraining_loss_falls_and_fills_in_the_blanked_patches() {
     assert_ne!(rows(&whole, h / 2..h), rows(&half, h / 2..h), "the bottom half is the model's");
 }
 
+/// Next-patch prediction with the teacher's feature target (`pretrain_feature_weight`) trains too (its loss, pixels
+/// plus features, falls), and its checkpoint serves as a fine-tuning start like any other; the feature head, used
+/// by pretraining only, does not get in the way of predictions.
+#[test]
+fn pretraining_with_a_teachers_features_learns_and_fine_tunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = DemoOptions { count: 120, size: 32, max_shapes: 1, task: Task::Classify, ..DemoOptions::default() };
+    let project = write_demo(&dir.path().join("data"), &options).unwrap();
+    let model = tessera::train::worker::ModelOverrides { pretrain_feature_weight: Some(1.0), ..Default::default() };
+    let pretrained = dir.path().join("p.ckpt");
+    let losses = train(
+        project.clone(),
+        TrainConfig { steps: Some(60), batch_size: 16, lr: 1e-3, warmup_steps: 5, model, ..config(Objective::Pretrain, &pretrained) },
+    );
+    let (first, last) = (mean(&losses[..5]), mean(&losses[losses.len() - 10..]));
+    assert!(last < 0.8 * first, "pretraining loss with the feature target {first} -> {last}");
+    let classifier = dir.path().join("c.ckpt");
+    train(project, TrainConfig { steps: Some(10), batch_size: 16, init: Some(pretrained), ..config(Objective::Classify, &classifier) });
+    let p = Predictor::load(&classifier).unwrap();
+    assert_eq!(p.config().pretrain_feature_weight, 1.0, "the fine-tune keeps the pretrained model's shape");
+    let img = image::DynamicImage::new_rgb8(32, 32);
+    let probs = p.predict(&img, &PredictOptions::default()).unwrap().probs;
+    assert_eq!(probs.len(), p.class_names().len());
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{probs:?}");
+}
+
 /// The whole detection path (sequence building, training, KV-cache decoding, class mapping by name, letterbox
 /// inverse, mAP) is consistent: the tiny preset memorises 16 shapes images to near-perfect train-split mAP@0.5.
 /// A broken coordinate order, class index or box mapping anywhere along the way keeps this near zero.
