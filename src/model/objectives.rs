@@ -1248,7 +1248,6 @@ mod learning_tests {
         }
         assert!(last < 0.05 * first, "loss {first} -> {last}");
     }
-
 }
 
 #[cfg(test)]
@@ -1293,5 +1292,4 @@ mod gradient_tests {
             );
         }
     }
-
 }

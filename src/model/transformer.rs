@@ -392,7 +392,7 @@ pub struct Transformer {
     /// [`super::objectives::dense_aux_loss`].
     pub dense_head: Linear,
     /// Training-only head of next-patch prediction's feature target (`cfg.pretrain_feature_weight` > 0): the
-    /// teacher's features of the next patch. See [`super::objectives::pretrain_loss`].
+    /// teacher's features of the next patch. See [`super::objectives::pretrain_loss_with_features`].
     pub feature_head: Option<Linear>,
 }
 
