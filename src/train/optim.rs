@@ -136,6 +136,12 @@ pub fn learning_rate(step: u64, total: u64, warmup: u64, peak: f64, final_fracti
 }
 
 /// Exponential moving average of the weights.
+/// A moving average's decay after optimizer step `step`: warmed up from 0.1 so that early weights (the random
+/// init) do not dominate short runs.
+pub fn warmed_up_decay(decay: f64, step: u64) -> f64 {
+    decay.min((1.0 + step as f64) / (10.0 + step as f64))
+}
+
 pub struct Ema {
     pub decay: f64,
     pub shadow: Vec<(String, Tensor)>,
@@ -148,8 +154,7 @@ impl Ema {
     }
 
     pub fn update(&mut self, vars: &[(String, Var)], step: u64) -> Result<()> {
-        // Warm-up of the decay so early weights do not dominate short runs.
-        let d = self.decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        let d = warmed_up_decay(self.decay, step);
         for ((_, s), (_, v)) in self.shadow.iter_mut().zip(vars) {
             *s = ((&*s * d)? + (v.as_tensor().detach() * (1.0 - d))?)?;
         }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var};
 
+use super::optim::warmed_up_decay;
 use super::run::build_model;
 use crate::model::config::ModelConfig;
 use crate::model::transformer::Transformer;
@@ -14,7 +15,6 @@ pub struct Teacher {
     /// The teacher's weights: `Var`s only so that [`Teacher::update`] can overwrite them in place (the model above
     /// holds the same storage); no gradient is ever taken through them.
     vars: Vec<(String, Var)>,
-    decay: f64,
 }
 
 impl Teacher {
@@ -29,13 +29,13 @@ impl Teacher {
             student.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<candle_core::Result<_>>()?;
         let (model, vars, _) = build_model(cfg, Some(&weights), true, 0, device)?;
         anyhow::ensure!(vars.iter().map(|(n, _)| n).eq(student.iter().map(|(n, _)| n)), "the teacher's parameters differ from the model's");
-        Ok(Teacher { model, vars, decay: Teacher::DECAY })
+        Ok(Teacher { model, vars })
     }
 
     /// Moves the teacher's weights towards the `student`'s after optimizer step `step`, with the decay warmed up
     /// as for `--ema` so that the random init does not linger in short runs.
     pub fn update(&mut self, student: &[(String, Var)], step: u64) -> candle_core::Result<()> {
-        let d = self.decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        let d = warmed_up_decay(Teacher::DECAY, step);
         for ((_, t), (_, s)) in self.vars.iter().zip(student) {
             t.set(&((t.as_tensor().detach() * d)? + (s.as_tensor().detach() * (1.0 - d))?)?)?;
         }
