@@ -335,3 +335,40 @@ fn a_time_limited_run_evaluates_about_ten_times_however_fast_it_trains() {
     assert!(steps >= 60, "too few steps in 21 s to tell the intervals apart: {steps}");
     assert!((5..=13).contains(&evals), "{evals} evaluations in {steps} steps");
 }
+
+#[test]
+fn a_detector_started_from_a_pretrained_checkpoint_has_room_for_the_most_crowded_image() {
+    use tessera::data::project::Split;
+    use tessera::train::checkpoint::read_meta;
+    let dir = tempfile::tempdir().unwrap();
+    let project = write_demo(&dir.path().join("data"), &DemoOptions { count: 80, size: 32, seed: 5, max_shapes: 6, ..DemoOptions::default() }).unwrap();
+    let most = project.images.iter().filter(|e| e.split == Split::Train).map(|e| e.boxes.len()).max().unwrap();
+    let wanted = 2 * most;
+    assert!(wanted > 10, "the demo must hold more objects than the preset's 10 ({most} per image at most)");
+    let finish = |config: TrainConfig| {
+        let (_, events) = run(project.clone(), config, None);
+        assert!(matches!(events.last(), Some(Event::Finished { .. })), "{:?}", events.last());
+    };
+
+    let pretrained = dir.path().join("pre.ckpt");
+    finish(config(Objective::Pretrain, &pretrained, 2));
+    assert_eq!(read_meta(&pretrained).unwrap().model.max_objects, 10, "pretraining keeps the preset's count");
+    let from_pretrained = dir.path().join("det.ckpt");
+    finish(TrainConfig { init: Some(pretrained.clone()), image_size: None, ..config(Objective::Detect, &from_pretrained, 2) });
+    assert_eq!(read_meta(&from_pretrained).unwrap().model.max_objects, wanted);
+    let scratch = dir.path().join("scratch.ckpt");
+    finish(config(Objective::Detect, &scratch, 2));
+    assert_eq!(read_meta(&scratch).unwrap().model.max_objects, wanted);
+
+    // Fine-tuning that detector on sparser data keeps its room (its token positions are never cut).
+    let mut sparse = project.clone();
+    sparse.images.iter_mut().for_each(|e| e.boxes.truncate(1));
+    let again = dir.path().join("again.ckpt");
+    let (_, events) = run(sparse, TrainConfig { init: Some(from_pretrained.clone()), image_size: None, ..config(Objective::Detect, &again, 2) }, None);
+    assert!(matches!(events.last(), Some(Event::Finished { .. })), "{:?}", events.last());
+    assert_eq!(read_meta(&again).unwrap().model.max_objects, wanted);
+    // The grown token positions are saved and read back: the detector loads and decodes.
+    let image = tessera::data::decode::load_image(&project.source_of(0)).unwrap();
+    let boxes = Predictor::load(&again).unwrap().predict(&image, &PredictOptions { threshold: 0.0, max_objects: 100, ..PredictOptions::default() }).unwrap().detections;
+    assert!(boxes.len() <= wanted, "{} boxes", boxes.len());
+}

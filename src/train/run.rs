@@ -488,13 +488,17 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
             let size = config.image_size.unwrap_or_else(|| auto_image_size(&project, &preset, objective));
             let mut c = config.model.with_defaults_for(objective).apply(preset.with_image_size(size));
             c.validate().map_err(|e| anyhow::anyhow!("model shape: {e}"))?;
-            if objective == Objective::Detect {
-                // Room for the most crowded training image plus as many noise boxes (sequence augmentation).
-                c.max_objects = (2 * most_objects).clamp(4, 100);
-            }
             c
         }
     };
+    if objective == Objective::Detect && resume_meta.is_none() {
+        // Room for the most crowded training image plus as many noise boxes (sequence augmentation). A model
+        // started from a checkpoint (`--init`, e.g. pretrained, whose config kept the preset's 10) gets it too,
+        // never fewer than it had (its token positions only grow): kept at 10, BCCD's fine-tunes trained on and
+        // decoded only the 10 top-most of up to 28 cells (session 28).
+        let wanted = (2 * most_objects).clamp(4, 100);
+        cfg.max_objects = if init_meta.is_some() { cfg.max_objects.max(wanted) } else { wanted };
+    }
     if objective != Objective::Pretrain {
         cfg.n_classes = cfg.n_classes.max(class_names.len());
     }
