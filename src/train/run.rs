@@ -486,7 +486,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
         (None, None) => {
             let preset = ModelConfig::preset(&config.preset).map_err(anyhow::Error::msg)?;
             let size = config.image_size.unwrap_or_else(|| auto_image_size(&project, &preset, objective));
-            let mut c = config.model.with_defaults_for(objective).apply(preset.with_image_size(size));
+            let c = config.model.with_defaults_for(objective).apply(preset.with_image_size(size));
             c.validate().map_err(|e| anyhow::anyhow!("model shape: {e}"))?;
             c
         }
