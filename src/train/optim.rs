@@ -135,13 +135,13 @@ pub fn learning_rate(step: u64, total: u64, warmup: u64, peak: f64, final_fracti
     peak * (final_fraction + (1.0 - final_fraction) * cosine)
 }
 
-/// Exponential moving average of the weights.
 /// A moving average's decay after optimizer step `step`: warmed up from 0.1 so that early weights (the random
 /// init) do not dominate short runs.
 pub fn warmed_up_decay(decay: f64, step: u64) -> f64 {
     decay.min((1.0 + step as f64) / (10.0 + step as f64))
 }
 
+/// Exponential moving average of the weights.
 pub struct Ema {
     pub decay: f64,
     pub shadow: Vec<(String, Tensor)>,
