@@ -637,7 +637,11 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
 
     let accum = config.grad_accum.max(1);
     let batch = config.batch_size.max(1);
-    let sampler = Sampler { n: train.len(), batch, seed: config.seed };
+    let mut sampler = Sampler::new(train.len(), batch, config.seed);
+    if objective == Objective::Detect && noise_boxes != NoiseBoxes::Fill {
+        // Sequences end with their objects (Fill pads every one to the same length): batch alike counts together.
+        sampler = sampler.grouped_by(train.items.iter().map(|item| item.objects.len().min(cfg.max_objects)).collect());
+    }
     let steps_per_epoch = (sampler.steps_per_epoch() as f64 / accum as f64).ceil().max(1.0) as u64;
     let by_steps = config.steps;
     let by_epochs = config.epochs.map(|e| (e as f64 * steps_per_epoch as f64).ceil().max(1.0) as u64);
@@ -660,7 +664,7 @@ pub fn run_training(project: Project, config: TrainConfig, commands: Receiver<Co
     let mut eval_every = if config.eval_every > 0 { config.eval_every } else { auto_eval_every(total_steps) };
     // Pixels to predict are left whole: no erasing or mixing for the generative loss.
     let generative_aug = Augment { erase: 0.0, cutmix: 0.0, ..aug };
-    let generative_sampler = all_train.as_ref().map(|all| Sampler { n: all.len(), batch, seed: mix(config.seed, 0x6E6) });
+    let generative_sampler = all_train.as_ref().map(|all| Sampler::new(all.len(), batch, mix(config.seed, 0x6E6)));
     let val_loss_options = LossOptions::validation(noise_boxes);
     let params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let _ = events.send(Event::Started {
